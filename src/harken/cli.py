@@ -37,7 +37,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument("--config", "-c", metavar="FILE", help="agent config (YAML)")
     serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8080)")
-    serve.add_argument("--workers", type=int, default=None, help="worker processes sharing the port")
+    serve.add_argument(
+        "--workers", type=int, default=None, help="worker processes sharing the port"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

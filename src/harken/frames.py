@@ -255,5 +255,3 @@ class DTMFFrame(SystemFrame):
 
     digit: str
     duration_ms: int = 0
-
-

@@ -13,6 +13,9 @@ Each bench is a module with three functions::
 from __future__ import annotations
 
 BENCHES: dict[str, tuple[str, str]] = {
-    "pipeline": ("harken.bench.pipeline", "frame routing cost, idle-call memory and tasks per call"),
+    "pipeline": (
+        "harken.bench.pipeline",
+        "frame routing cost, idle-call memory and tasks per call",
+    ),
     "audio": ("harken.bench.audio", "media-plane DSP: G.711, resampling, jitter buffer, DTMF"),
 }
