@@ -150,6 +150,7 @@ class ServiceStage(Stage):
     __slots__ = (
         "_busy",
         "_interrupting",
+        "_last_active",
         "_linger_timer",
         "_next_down",
         "_wakeup",
@@ -181,6 +182,7 @@ class ServiceStage(Stage):
         self._worker: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[bool] | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._last_active = 0.0
         self._busy: Frame | None = None
         self._interrupting = False
         self._work_gen = _NO_GEN
@@ -230,21 +232,29 @@ class ServiceStage(Stage):
         if waiter is not None and not waiter.done():
             waiter.set_result(True)
 
-    def _linger_expired(self) -> None:
+    def _linger_check(self) -> None:
+        """One timer per linger period, not per frame: re-armed while the worker keeps busy."""
+        self._linger_timer = None
         waiter = self._wakeup
-        if waiter is not None and not waiter.done():
+        if waiter is None or waiter.done():
+            return  # busy: _idle arms a new timer when the worker next waits
+        loop = asyncio.get_running_loop()
+        deadline = self._last_active + self.linger
+        if loop.time() >= deadline:
             waiter.set_result(False)
+        else:
+            self._linger_timer = loop.call_at(deadline, self._linger_check)
 
     async def _idle(self) -> bool:
         """Wait for the next frame; False when ``linger`` passed with none."""
         loop = asyncio.get_running_loop()
-        self._wakeup = loop.create_future()
-        self._linger_timer = loop.call_later(self.linger, self._linger_expired)
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._wakeup = waiter
+        if self._linger_timer is None:
+            self._linger_timer = loop.call_at(self._last_active + self.linger, self._linger_check)
         try:
-            return await self._wakeup
+            return await waiter
         finally:
-            self._linger_timer.cancel()
-            self._linger_timer = None
             self._wakeup = None
 
     async def _run(self) -> None:
@@ -252,6 +262,8 @@ class ServiceStage(Stage):
         assert call is not None
         lane = self.lane
         task = asyncio.current_task()
+        loop_time = asyncio.get_running_loop().time
+        self._last_active = loop_time()
         try:
             while True:
                 try:
@@ -261,6 +273,7 @@ class ServiceStage(Stage):
                             return
                         continue
                     gen, frame = entry
+                    self._last_active = loop_time()
                     if gen != call.generation and frame.interruptible:
                         lane.dropped_stale += 1
                         continue
@@ -285,6 +298,9 @@ class ServiceStage(Stage):
                     raise
         finally:
             self._worker = None
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
+                self._linger_timer = None
 
     def interrupt(self) -> None:
         """Discard queued interruptible frames and abandon interruptible work in flight."""
