@@ -1,0 +1,253 @@
+"""Shared machinery for the carriers that speak Twilio-shaped JSON (private).
+
+Twilio, Telnyx, Plivo and Exotel all send ``{"event": ...}`` text frames with a stream id and a
+sequence number on (almost) every message, ``media`` frames holding base64 audio, and accept
+base64 audio, marks and a clear command back. They differ in key spelling (``streamSid`` /
+``stream_id`` / ``streamId`` / ``stream_sid``), in the shape of ``start`` and in the names of the
+outbound commands. :class:`JsonStreamCodec` implements the common state machine and hot path; a
+carrier module supplies the key names, a ``start`` parser, extra handlers and outbound
+templates.
+"""
+
+from __future__ import annotations
+
+from binascii import a2b_base64, b2a_base64
+from typing import Any, ClassVar
+
+import orjson
+
+from harken.errors import LocalProtocolError, RemoteProtocolError
+
+from . import _wire
+from .base import IDLE, STOPPED, STREAMING, CarrierCodec
+from .events import (
+    Connected,
+    DtmfReceived,
+    Encoding,
+    Event,
+    MediaReceived,
+    StreamStarted,
+    StreamStopped,
+    UnknownEvent,
+)
+
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
+_uint = _wire.uint
+
+#: Event name -> handler method name, shared by every JSON carrier.
+_COMMON_HANDLERS = {
+    "connected": "_on_connected",
+    "start": "_on_start",
+    "dtmf": "_on_dtmf",
+    "mark": "_on_mark",
+    "stop": "_on_stop",
+}
+
+
+class JsonStreamCodec(CarrierCodec):
+    """A carrier whose every message is a JSON object tagged by ``"event"``."""
+
+    #: Key of the stream id on every message, and of the sequence number.
+    SID_KEY: ClassVar[str]
+    SEQ_KEY: ClassVar[str]
+    #: Event name -> name of the method handling it (``media`` is always handled inline).
+    HANDLERS: ClassVar[dict[str, str]] = _COMMON_HANDLERS
+    #: The carrier constrains the size of outbound audio chunks (see ``_check_payload_size``).
+    SIZE_RULES: ClassVar[bool] = False
+
+    def __init__(self, encoding: Encoding = "mulaw", sample_rate: int = 8000) -> None:
+        super().__init__(encoding, sample_rate)
+        self._connected = False
+        self._media_prefix: str | None = None
+        self._media_suffix = '"}}'
+        self._mark_prefix = ""
+        self._mark_suffix = "}}"
+        self._clear_message = ""
+        self._check_size = False
+        self._in_16bit = False
+
+    # ----------------------------------------------------------------------------------------
+    # carrier hooks
+
+    def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
+        """Validate a ``start`` message and return the event (state is updated by the caller)."""
+        raise NotImplementedError
+
+    def _templates(self, quoted_sid: str) -> tuple[str, str, str, str, str]:
+        """Outbound templates for a started stream: media prefix and suffix (around the
+        base64 payload), mark prefix and suffix (around the JSON-quoted name), clear message."""
+        raise NotImplementedError
+
+    def _check_payload_size(self, size: int) -> None:
+        """Reject outbound audio the carrier would mis-play (default: whole 16-bit samples)."""
+        if size & 1 and self.output_encoding in ("l16", "l16be"):
+            raise LocalProtocolError(f"{self.name} media: 16-bit audio of odd length {size}")
+
+    # ----------------------------------------------------------------------------------------
+    # inbound
+
+    def receive_text(self, text: str | bytes) -> Event:
+        try:
+            msg = _loads(text)
+        except _JSONDecodeError as exc:
+            raise RemoteProtocolError(f"{self.name}: message is not valid JSON: {exc}") from exc
+        if type(msg) is not dict:
+            raise RemoteProtocolError(f"{self.name}: message is not a JSON object")
+        event = msg.get("event")
+        if event == "media":  # the hot path, checked first
+            return self._on_media(msg)
+        if type(event) is not str:
+            raise RemoteProtocolError(f"{self.name}: 'event' is missing or not a string")
+        if self.state == STOPPED:
+            raise self._not_streaming(event)
+        handler = self.HANDLERS.get(event)
+        if handler is None:
+            return UnknownEvent(event)
+        result: Event = getattr(self, handler)(msg)
+        return result
+
+    def _on_media(self, msg: dict[str, Any]) -> MediaReceived:
+        if self.state != STREAMING:
+            raise self._not_streaming("media")
+        sid = msg.get(self.SID_KEY)
+        if sid is not None and sid != self.stream_id:
+            self._check_stream_id(sid, "media")
+        media = msg.get("media")
+        if type(media) is not dict:
+            raise RemoteProtocolError(f"{self.name} media: 'media' is missing or not an object")
+        payload = media.get("payload")
+        if type(payload) is not str or not payload:
+            raise RemoteProtocolError(
+                f"{self.name} media: 'payload' is missing, empty or not a string"
+            )
+        try:
+            audio = a2b_base64(payload, strict_mode=True)
+        except ValueError as exc:
+            raise RemoteProtocolError(
+                f"{self.name} media: 'payload' is not valid base64: {exc}"
+            ) from exc
+        if len(audio) & 1 and self._in_16bit:
+            raise RemoteProtocolError(f"{self.name} media: 16-bit audio of odd length")
+        # Numbers arrive as decimal strings; the inline test is the fast path, _uint handles
+        # JSON numbers and rejects everything else.
+        seq = msg.get(self.SEQ_KEY)
+        if seq is not None:
+            if type(seq) is str and len(seq) < 19 and seq.isdecimal():
+                seq = int(seq)
+            else:
+                seq = _uint(seq, self.SEQ_KEY, f"{self.name} media")
+            last = self.last_sequence
+            if last is not None and seq == last + 1:
+                self.last_sequence = seq
+            else:
+                self._note_sequence(seq)
+        chunk = media.get("chunk")
+        if chunk is not None:
+            if type(chunk) is str and len(chunk) < 19 and chunk.isdecimal():
+                chunk = int(chunk)
+            else:
+                chunk = _uint(chunk, "chunk", f"{self.name} media")
+        timestamp = media.get("timestamp")
+        if timestamp is not None:
+            if type(timestamp) is str and len(timestamp) < 19 and timestamp.isdecimal():
+                timestamp = int(timestamp)
+            else:
+                timestamp = _uint(timestamp, "timestamp", f"{self.name} media")
+        track = media.get("track", "inbound")
+        if type(track) is not str:
+            raise RemoteProtocolError(f"{self.name} media: 'track' is not a string")
+        return MediaReceived(audio, timestamp, seq, chunk, track)
+
+    def _on_connected(self, msg: dict[str, Any]) -> Connected:
+        where = f"{self.name} connected"
+        if self.state != IDLE or self._connected:
+            raise self._not_streaming("connected")
+        self._connected = True
+        protocol = _wire.opt_string(msg, "protocol", where) or ""
+        version = _wire.opt_string(msg, "version", where) or ""
+        return Connected(protocol, version)
+
+    def _on_start(self, msg: dict[str, Any]) -> StreamStarted:
+        self._require_idle("start")
+        started = self._parse_start(msg)
+        self._note_sequence(_wire.opt_uint(msg, self.SEQ_KEY, f"{self.name} start"))
+        self._started(started.stream_id, started.call_id)
+        self.encoding = started.encoding
+        self.sample_rate = started.sample_rate
+        self.channels = started.channels
+        self._in_16bit = started.encoding in ("l16", "l16be")
+        self._set_output_format(started)
+        self._check_size = self.SIZE_RULES or self.output_encoding in ("l16", "l16be")
+        (
+            self._media_prefix,
+            self._media_suffix,
+            self._mark_prefix,
+            self._mark_suffix,
+            self._clear_message,
+        ) = self._templates(_wire.dumps(started.stream_id))
+        return started
+
+    def _set_output_format(self, started: StreamStarted) -> None:
+        """By default we answer in the format the carrier streams to us."""
+        self.output_encoding = started.encoding
+        self.output_sample_rate = started.sample_rate
+
+    def _on_dtmf(self, msg: dict[str, Any]) -> DtmfReceived:
+        where = f"{self.name} dtmf"
+        self._require_streaming_event(msg, "dtmf")
+        dtmf = _wire.obj(msg, "dtmf", where)
+        _wire.opt_string(dtmf, "track", where)
+        digit = _wire.dtmf_digit(dtmf.get("digit"), where)
+        return DtmfReceived(digit, _wire.opt_uint(dtmf, "duration", where))
+
+    def _on_mark(self, msg: dict[str, Any]) -> Event:
+        where = f"{self.name} mark"
+        self._require_streaming_event(msg, "mark")
+        mark = _wire.obj(msg, "mark", where)
+        return self._mark_echoed(_wire.string(mark, "name", where))
+
+    def _on_stop(self, msg: dict[str, Any]) -> StreamStopped:
+        where = f"{self.name} stop"
+        self._check_stream_id(msg.get(self.SID_KEY), "stop")
+        self._note_sequence(_wire.opt_uint(msg, self.SEQ_KEY, where))
+        stop = _wire.opt_obj(msg, "stop", where)
+        reason = _wire.opt_string(msg, "reason", where)
+        if stop is not None:
+            reason = _wire.opt_string(stop, "reason", where) or reason
+        self._stopped()
+        return StreamStopped(reason or "stop")
+
+    def _stopped(self) -> None:
+        super()._stopped()
+        self._media_prefix = None
+
+    def _require_streaming_event(self, msg: dict[str, Any], event: str) -> None:
+        if self.state != STREAMING:
+            raise self._not_streaming(event)
+        self._check_stream_id(msg.get(self.SID_KEY), event)
+        self._note_sequence(_wire.opt_uint(msg, self.SEQ_KEY, f"{self.name} {event}"))
+
+    # ----------------------------------------------------------------------------------------
+    # outbound
+
+    def media(self, payload: bytes) -> str:
+        """The media message carrying ``payload`` (raw audio in ``output_encoding``)."""
+        prefix = self._media_prefix
+        if prefix is None:
+            raise self._cannot_send("media")
+        try:
+            encoded = b2a_base64(payload, newline=False)
+        except TypeError as exc:
+            raise LocalProtocolError(f"{self.name} media: payload must be bytes: {exc}") from exc
+        if not encoded:
+            raise LocalProtocolError(f"{self.name} media: payload is empty")
+        if self._check_size:
+            self._check_payload_size(len(payload))
+        return prefix + encoded.decode("ascii") + self._media_suffix
+
+    def _build_mark(self, quoted_name: str) -> str:
+        return self._mark_prefix + quoted_name + self._mark_suffix
+
+    def _build_clear(self) -> str:
+        return self._clear_message
