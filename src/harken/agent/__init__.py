@@ -1,0 +1,1 @@
+"""Agents: the stages between a call's transport input and output."""

@@ -1,0 +1,36 @@
+"""The echo agent: the caller's audio is played straight back (for load tests and checks).
+
+Echoed audio is grouped into utterances of ``utterance_s`` so the transport's playback
+machinery (marks, completion, deadman) runs exactly as it does for a speaking agent.
+"""
+
+from __future__ import annotations
+
+from harken.frames import AudioFrame, Frame, TTSStartedFrame, TTSStoppedFrame
+from harken.pipeline import Stage
+
+
+class EchoAgent(Stage):
+    __slots__ = ("_in_utterance", "_samples", "_uid", "utterance_samples")
+
+    def __init__(self, sample_rate: int, utterance_s: float = 1.0) -> None:
+        super().__init__("echo")
+        self.utterance_samples = max(1, int(sample_rate * utterance_s))
+        self._samples = 0
+        self._uid = 0
+        self._in_utterance = False
+
+    def on_down(self, frame: Frame) -> None:
+        if isinstance(frame, AudioFrame):
+            if not self._in_utterance:
+                self._uid += 1
+                self._in_utterance = True
+                self.push_down(TTSStartedFrame(utterance_id=self._uid))
+            self.push_down(frame)
+            self._samples += frame.num_samples
+            if self._samples >= self.utterance_samples:
+                self._samples = 0
+                self._in_utterance = False
+                self.push_down(TTSStoppedFrame(utterance_id=self._uid))
+            return
+        self.push_down(frame)

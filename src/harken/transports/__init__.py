@@ -1,0 +1,1 @@
+"""Asyncio-facing adapters between the wire and a call's pipeline (pacing, playback truth)."""

@@ -1,0 +1,350 @@
+"""The outbound end of a carrier call: encode, pace, mark, and know what the caller heard.
+
+:class:`CarrierOutput` is the last stage of a carrier call's pipeline. It
+
+* encodes agent audio (PCM16 at the carrier's output rate) into the wire encoding and hands it
+  to a :class:`~harken.transports.pacer.Pacer`, which releases it in real time with a bounded lead;
+* groups audio into utterances (``TTSStartedFrame`` … ``TTSStoppedFrame``; audio outside them
+  opens an implicit utterance), places intermediate marks every ``mark_interval`` and a final
+  mark, and resolves each utterance through a
+  :class:`~harken.transports.playback.PlaybackTracker` (mark echo, drained, silence tail, or the
+  deadman), broadcasting ``AgentStartedSpeakingFrame`` / ``AgentStoppedSpeakingFrame``;
+* on an interruption stops the pacer, sends ``clear`` and reports how much was heard;
+* holds ``EndFrame`` and ``HangupFrame`` until the audio before them has played (or the deadman
+  fired), then ends the call or hangs up.
+
+One process-wide :class:`PacerClock` drives every call's pacer from a single timer, so an idle
+call costs no timer and a busy one no task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from harken.errors import AudioError
+from harken.frames import (
+    AgentStartedSpeakingFrame,
+    AgentStoppedSpeakingFrame,
+    AudioFrame,
+    CancelFrame,
+    EndFrame,
+    Frame,
+    HangupFrame,
+    InterruptionFrame,
+    MarkFrame,
+    SystemFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+)
+from harken.pipeline import Stage
+from harken.protocols.base import CarrierCodec
+from harken.server import metrics
+from harken.transports.pacer import AUDIO, Pacer
+from harken.transports.playback import Completion, PlaybackTracker
+from harken.transports.wire_audio import BYTES_PER_SAMPLE, SILENCE_BYTE, encoder
+
+_IMPLICIT_UTTERANCE_BASE = 1 << 40
+
+
+class Link(Protocol):
+    """The socket side of a carrier call, as the transport code sees it."""
+
+    def send_text(self, text: str) -> None: ...
+
+    def send_bytes(self, data: bytes) -> None: ...
+
+    def close(self, code: int = 1000, reason: str = "") -> None: ...
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackSettings:
+    lead_s: float = 0.08
+    mark_interval_s: float = 0.1
+    deadman_margin_s: float = 1.0
+    silence_tail_s: float = 0.2
+    strategy: str = ""  # "" = the carrier's natural strategy
+
+
+class PacerClock:
+    """One timer for every pacer of this event loop (ticks only while some call has work)."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        self.interval = interval
+        self._active: set[CarrierOutput] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def want(self, out: CarrierOutput) -> None:
+        self._active.add(out)
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+    def forget(self, out: CarrierOutput) -> None:
+        self._active.discard(out)
+
+    def _tick(self) -> None:
+        self._handle = None
+        now = asyncio.get_running_loop().time()
+        for out in list(self._active):
+            if not out.service(now):
+                self._active.discard(out)
+        if self._active:
+            self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
+
+
+_CLOCKS: dict[asyncio.AbstractEventLoop, PacerClock] = {}
+
+
+def pacer_clock() -> PacerClock:
+    loop = asyncio.get_running_loop()
+    clock = _CLOCKS.get(loop)
+    if clock is None:
+        if len(_CLOCKS) > 8:  # loops of finished tests: forget the closed ones
+            for old in [lp for lp in _CLOCKS if lp.is_closed()]:
+                del _CLOCKS[old]
+        clock = _CLOCKS[loop] = PacerClock()
+    return clock
+
+
+class CarrierOutput(Stage):
+    """Last stage of a carrier call (see the module docstring)."""
+
+    def __init__(self, codec: CarrierCodec, link: Link, settings: PlaybackSettings) -> None:
+        super().__init__("carrier-out")
+        self.codec = codec
+        self.link = link
+        self.settings = settings
+        self.encode = encoder(codec.output_encoding)
+        self.bytes_per_s = codec.output_sample_rate * BYTES_PER_SAMPLE[codec.output_encoding]
+        chunk = self.bytes_per_s // 50
+        self.silence_chunk = SILENCE_BYTE[codec.output_encoding] * chunk
+        self.pacer = Pacer(chunk, self.bytes_per_s, self.silence_chunk, settings.lead_s)
+        strategy = settings.strategy or ("mark" if codec.supports_marks else "silence")
+        self.tracker = PlaybackTracker(strategy, settings.deadman_margin_s)
+        self.use_marks = codec.supports_marks and strategy == "mark"
+        # a whole number of chunks, so intermediate marks never force silence padding
+        self.mark_every = max(1, round(settings.mark_interval_s * 50)) * chunk
+        self.remote_gone = False
+        self.on_completion: Callable[[Completion], None] | None = None
+        self.on_hangup: Callable[[], None] | None = None
+        self._uid: int | None = None  # utterance receiving audio now
+        self._auto_uid = _IMPLICIT_UTTERANCE_BASE
+        self._since_mark = 0
+        self._mark_seq = 0
+        self._announce: deque[tuple[float, int]] = deque()  # (offset, uid) not yet audible
+        self._waiters: list[Callable[[], None]] = []
+        self._clock: PacerClock | None = None
+
+    # --- downstream --------------------------------------------------------------------------
+
+    def on_down(self, frame: Frame) -> None:
+        if frame.is_audio:
+            self._audio(frame)  # type: ignore[arg-type]
+        elif isinstance(frame, TTSStartedFrame):
+            self._close_utterance()
+            self._open_utterance(frame.utterance_id)
+        elif isinstance(frame, TTSStoppedFrame):
+            if self._uid == frame.utterance_id:
+                self._close_utterance()
+        elif isinstance(frame, MarkFrame):
+            if not self.remote_gone and self.codec.supports_marks:
+                self.pacer.mark(frame.name)
+                self._pump()
+        elif isinstance(frame, EndFrame):
+            self._close_utterance()
+            self.after_playback(lambda: self.push_down(frame))
+        elif isinstance(frame, HangupFrame):
+            self._close_utterance()
+            self.after_playback(self._hang_up)
+        else:
+            self.push_down(frame)
+
+    def _audio(self, frame: AudioFrame) -> None:
+        if self.remote_gone:
+            return
+        if frame.sample_rate != self.codec.output_sample_rate:
+            raise AudioError(
+                f"agent audio at {frame.sample_rate} Hz; the carrier plays "
+                f"{self.codec.output_sample_rate} Hz (resample before the transport)"
+            )
+        if self._uid is None:
+            self._auto_uid += 1
+            self._open_utterance(self._auto_uid)
+        data = self.encode(frame.pcm)
+        if not self.use_marks:
+            self.pacer.push(data)
+        else:
+            # intermediate marks every mark_interval of audio, also inside one long frame
+            view = memoryview(data)
+            while view:
+                room = self.mark_every - self._since_mark
+                piece, view = view[:room], view[room:]
+                self.pacer.push(piece)
+                self._since_mark += len(piece)
+                if self._since_mark >= self.mark_every:
+                    self._since_mark = 0
+                    self._mark_seq += 1
+                    name = f"h{self._uid}.{self._mark_seq}"
+                    offset = self.pacer.mark(name)
+                    assert self._uid is not None
+                    self.tracker.note_mark(self._uid, name, offset)
+        self._pump()
+
+    def _open_utterance(self, uid: int) -> None:
+        self._uid = uid
+        self._since_mark = 0
+        self.pacer.flush()
+        offset = self.pacer.pushed_bytes / self.bytes_per_s
+        self.tracker.begin(uid, offset)
+        self._announce.append((offset, uid))
+
+    def _close_utterance(self) -> None:
+        uid, self._uid = self._uid, None
+        if uid is None or self.remote_gone:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        final: str | None = None
+        if self.use_marks:
+            final = f"h{uid}.end"
+            end = self.pacer.mark(final)
+        else:
+            self.pacer.flush()
+            if self.tracker.strategy == "silence":
+                tail = int(self.settings.silence_tail_s * 50)
+                for _ in range(tail):
+                    self.pacer.push(self.silence_chunk)
+            end = self.pacer.pushed_bytes / self.bytes_per_s
+        self.tracker.finish(uid, end, self.pacer.remaining_s(now), now, final)
+        self._pump()
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def _pump(self, now: float | None = None) -> None:
+        if now is None:
+            now = asyncio.get_running_loop().time()
+        codec, link = self.codec, self.link
+        for item in self.pacer.release(now):
+            if item.kind == AUDIO:
+                message = codec.media(item.data)
+                if isinstance(message, str):
+                    link.send_text(message)
+                else:
+                    link.send_bytes(message)
+                while self._announce and self._announce[0][0] <= item.offset_s + 1e-9:
+                    _, uid = self._announce.popleft()
+                    self._broadcast(AgentStartedSpeakingFrame(utterance_id=uid))
+            else:
+                link.send_text(codec.mark(item.name))
+        if not self.pacer.idle or self.tracker.active or self._waiters:
+            self._want_clock()
+
+    def _want_clock(self) -> None:
+        if self._clock is None:
+            self._clock = pacer_clock()
+        self._clock.want(self)
+
+    def service(self, now: float) -> bool:
+        """Pacer-clock tick: send what is due, resolve by the clock; False when idle."""
+        if self.remote_gone:
+            self._run_waiters()
+            return False
+        self._pump(now)
+        for completion in self.tracker.on_clock(self.pacer.played_offset(now), now):
+            self._report(completion)
+        self._run_waiters()
+        return not self.pacer.idle or self.tracker.active or bool(self._waiters)
+
+    # --- far-end signals and barge-in --------------------------------------------------------
+
+    def on_mark(self, name: str, cleared: bool) -> None:
+        completion = self.tracker.on_mark(name, cleared)
+        if completion is not None:
+            self._report(completion)
+        self._run_waiters()
+
+    def on_system(self, frame: SystemFrame) -> None:
+        if isinstance(frame, InterruptionFrame):
+            self._interrupt()
+        elif isinstance(frame, CancelFrame):
+            self.remote_gone = True
+            self._waiters.clear()
+            if self._clock is not None:
+                self._clock.forget(self)
+
+    def _interrupt(self) -> None:
+        now = asyncio.get_running_loop().time()
+        played = self.pacer.played_offset(now)
+        had_audio = self.pacer.remaining_s(now) > 0 or self.tracker.active
+        self.pacer.clear(now)
+        self._uid = None
+        self._announce.clear()
+        completions = self.tracker.interrupt(played)
+        if had_audio and not self.remote_gone:
+            self.link.send_text(self.codec.clear())
+        loop = asyncio.get_running_loop()
+        for completion in completions:  # after the interruption has reached every stage
+            loop.call_soon(self._report, completion)
+        self._run_waiters()
+
+    def remote_closed(self) -> None:
+        """The carrier's stream is gone: nothing more can play; release whoever waits."""
+        if self.remote_gone:
+            return
+        self.remote_gone = True
+        now = asyncio.get_running_loop().time()
+        played = self.pacer.played_offset(now)
+        self.pacer.clear(now)
+        self._uid = None
+        for completion in self.tracker.interrupt(played):
+            self._report(completion)
+        self._run_waiters()
+
+    # --- completion ---------------------------------------------------------------------------
+
+    def after_playback(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once everything queued has played (or could not be played)."""
+        self._waiters.append(callback)
+        self._run_waiters()
+        if self._waiters:
+            self._want_clock()
+
+    def _run_waiters(self) -> None:
+        if not self._waiters:
+            return
+        if not self.remote_gone and (not self.pacer.idle or self.tracker.active):
+            return
+        waiters, self._waiters = self._waiters, []
+        for callback in waiters:
+            callback()
+
+    def _hang_up(self) -> None:
+        if self.on_hangup is not None:
+            self.on_hangup()
+
+    def _report(self, completion: Completion) -> None:
+        metrics.PLAYBACK.labels(completion.strategy).inc()
+        if completion.strategy == "deadman":
+            metrics.DEADMAN.inc()
+        if self.on_completion is not None:
+            self.on_completion(completion)
+        self._broadcast(
+            AgentStoppedSpeakingFrame(
+                utterance_id=completion.utterance_id,
+                played_s=completion.played_s,
+                interrupted=completion.interrupted,
+                strategy=completion.strategy,
+            )
+        )
+
+    def _broadcast(self, frame: SystemFrame) -> None:
+        call = self.call
+        if call is not None and not call.closed:
+            call.system(frame)

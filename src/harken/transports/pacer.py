@@ -1,0 +1,157 @@
+"""Outbound pacing: audio leaves in real time with a small, bounded lead over the listener.
+
+The :class:`Pacer` is pure (time is passed in). It holds outbound audio already in the wire
+encoding, cut into 20 ms chunks, with named marks at positions in the stream, and decides what to
+release *now* so that no more than ``lead_s`` of audio waits at the far end. Keeping the far-end
+queue short is what makes a ``clear`` take effect at once and makes marks map to what was played.
+
+The far end's queue is modelled as ``far_end``: the wall-clock time at which it will have played
+everything released so far. Releasing a chunk moves it by the chunk's duration; if the far end ran
+dry (a stall, or silence), ``far_end`` is first brought up to ``now``. After a stall the pacer
+therefore *catches up* (releases up to the lead at once) instead of carrying the delay for the
+rest of the call.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from harken.errors import AudioError
+
+AUDIO = 0
+MARK = 1
+
+
+@dataclass(slots=True, frozen=True)
+class Release:
+    """One thing to send: a chunk of audio (``kind == AUDIO``) or a mark (``kind == MARK``).
+
+    ``offset_s`` is the stream position (seconds of audio released before it) where it sits.
+    """
+
+    kind: int
+    data: bytes = b""
+    name: str = ""
+    offset_s: float = 0.0
+
+
+class Pacer:
+    """Real-time release of outbound audio with a bounded lead (see the module docstring)."""
+
+    __slots__ = (
+        "_buf",
+        "_marks",
+        "bytes_per_s",
+        "chunk_bytes",
+        "far_end",
+        "lead_s",
+        "pushed_bytes",
+        "sent_bytes",
+        "silence",
+    )
+
+    def __init__(self, chunk_bytes: int, bytes_per_s: int, silence: bytes, lead_s: float = 0.08):
+        if chunk_bytes <= 0 or bytes_per_s <= 0:
+            raise AudioError("pacer needs a positive chunk size and byte rate")
+        if len(silence) != chunk_bytes:
+            raise AudioError("silence must be exactly one chunk long")
+        self.chunk_bytes = chunk_bytes
+        self.bytes_per_s = bytes_per_s
+        self.silence = silence
+        self.lead_s = lead_s
+        self._buf = bytearray()
+        self._marks: deque[tuple[int, str]] = deque()  # (stream byte offset, name)
+        self.pushed_bytes = 0  # stream offset of the end of everything pushed
+        self.sent_bytes = 0  # stream offset of the end of everything released
+        self.far_end = 0.0
+
+    # --- input -------------------------------------------------------------------------------
+
+    def push(self, data: bytes | memoryview) -> None:
+        """Queue audio (wire encoding, any length)."""
+        self._buf += data
+        self.pushed_bytes += len(data)
+
+    def flush(self) -> None:
+        """Pad a partial last chunk with silence so everything queued can be released."""
+        rest = len(self._buf) % self.chunk_bytes
+        if rest:
+            pad = self.chunk_bytes - rest
+            self._buf += self.silence[:pad]
+            self.pushed_bytes += pad
+
+    def mark(self, name: str) -> float:
+        """Place a mark after the audio queued so far (flushing it); returns its offset (s)."""
+        self.flush()
+        self._marks.append((self.pushed_bytes, name))
+        return self.pushed_bytes / self.bytes_per_s
+
+    # --- output ------------------------------------------------------------------------------
+
+    def release(self, now: float) -> list[Release]:
+        """What to send now; never more than ``lead_s`` is queued at the far end afterwards."""
+        out: list[Release] = []
+        if self.far_end < now:
+            self.far_end = now
+        buf = self._buf
+        marks = self._marks
+        chunk = self.chunk_bytes
+        limit = now + self.lead_s + 1e-9
+        step = chunk / self.bytes_per_s
+        while True:
+            if marks and marks[0][0] <= self.sent_bytes:
+                offset, name = marks.popleft()
+                out.append(Release(MARK, name=name, offset_s=offset / self.bytes_per_s))
+                continue
+            if len(buf) < chunk or self.far_end + step > limit:
+                break
+            data = bytes(buf[:chunk])
+            del buf[:chunk]
+            out.append(Release(AUDIO, data, offset_s=self.sent_bytes / self.bytes_per_s))
+            self.sent_bytes += chunk
+            self.far_end += step
+        return out
+
+    def next_due(self, now: float) -> float | None:
+        """When :meth:`release` will next have something to send (None: nothing waits)."""
+        if self._marks and self._marks[0][0] <= self.sent_bytes:
+            return now
+        if len(self._buf) < self.chunk_bytes:
+            return None
+        return max(now, self.far_end + self.chunk_bytes / self.bytes_per_s - self.lead_s)
+
+    def clear(self, now: float) -> float:
+        """Drop everything not yet released and forget the far end's queue (a barge-in).
+
+        Returns the seconds of audio dropped here; marks not yet released are dropped too.
+        """
+        dropped = len(self._buf) / self.bytes_per_s
+        self._buf.clear()
+        self._marks.clear()
+        self.pushed_bytes = self.sent_bytes
+        self.far_end = now
+        return dropped
+
+    # --- state -------------------------------------------------------------------------------
+
+    @property
+    def queued_s(self) -> float:
+        """Audio held here, not yet released."""
+        return len(self._buf) / self.bytes_per_s
+
+    def far_queue_s(self, now: float) -> float:
+        """Audio released and, by the clock, not yet played at the far end."""
+        return max(0.0, self.far_end - now)
+
+    def played_offset(self, now: float) -> float:
+        """Stream position the far end has reached by the clock (seconds)."""
+        return self.sent_bytes / self.bytes_per_s - self.far_queue_s(now)
+
+    def remaining_s(self, now: float) -> float:
+        """Everything still to be heard: held here plus queued at the far end."""
+        return self.queued_s + self.far_queue_s(now)
+
+    @property
+    def idle(self) -> bool:
+        return not self._buf and not self._marks

@@ -1,0 +1,265 @@
+"""A Twilio stream driven through CarrierSession with a fake socket (no network)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from harken.agent.echo import EchoAgent
+from harken.audio.g711 import ulaw_decode
+from harken.frames import DTMFFrame, InterruptionFrame, SystemFrame
+from harken.pipeline import CallState, Stage
+from harken.protocols.events import StreamStarted
+from harken.protocols.twilio import TwilioCodec
+from harken.transports.carrier import CallManager, CarrierSession
+from harken.transports.output import PlaybackSettings
+
+SID = "MZ" + "a" * 32
+
+
+class FakeLink:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+        self.closed: tuple[int, str] | None = None
+        self.paused = False
+
+    def send_text(self, text: str) -> None:
+        self.sent.append(json.loads(text))
+
+    def send_bytes(self, data: bytes) -> None:
+        raise AssertionError("twilio never gets binary frames")
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed = (code, reason)
+
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
+
+    def of(self, event: str) -> list[dict[str, object]]:
+        return [m for m in self.sent if m["event"] == event]
+
+
+class Spy(Stage):
+    def __init__(self) -> None:
+        super().__init__("spy")
+        self.system: list[SystemFrame] = []
+
+    def on_system(self, frame: SystemFrame) -> None:
+        self.system.append(frame)
+
+
+def start_msg(params: dict[str, str] | None = None) -> str:
+    return json.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": SID,
+            "start": {
+                "streamSid": SID,
+                "accountSid": "AC" + "b" * 32,
+                "callSid": "CA" + "c" * 32,
+                "tracks": ["inbound"],
+                "customParameters": params or {},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    )
+
+
+def media_msg(i: int, payload: bytes = b"\x7f" * 160) -> str:
+    return json.dumps(
+        {
+            "event": "media",
+            "sequenceNumber": str(i + 2),
+            "streamSid": SID,
+            "media": {
+                "track": "inbound",
+                "chunk": str(i + 1),
+                "timestamp": str(i * 20),
+                "payload": base64.b64encode(payload).decode(),
+            },
+        }
+    )
+
+
+def mark_msg(name: str) -> str:
+    return json.dumps(
+        {"event": "mark", "sequenceNumber": "9", "streamSid": SID, "mark": {"name": name}}
+    )
+
+
+def session(
+    manager: CallManager | None = None, secret: str = "", **playback: float
+) -> tuple[CarrierSession, FakeLink, Spy]:
+    link = FakeLink()
+    spy = Spy()
+
+    def agent(info: StreamStarted, rate_in: int, rate_out: int) -> list[Stage]:
+        return [spy, EchoAgent(rate_in, utterance_s=0.2)]
+
+    s = CarrierSession(
+        TwilioCodec(),
+        link,
+        manager or CallManager(),
+        agent,
+        playback=PlaybackSettings(**playback),  # type: ignore[arg-type]
+        stream_secret=secret,
+    )
+    return s, link, spy
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_echo_audio_returns_with_marks_and_completion_by_mark_echo() -> None:
+    s, link, spy = session(deadman_margin_s=5.0)
+    s.receive_text('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+    s.receive_text(start_msg())
+    tone = (np.sin(np.arange(160) / 3) * 100 + 128).astype(np.uint8).tobytes()
+    for i in range(10):  # 200 ms = one echo utterance
+        s.receive_text(media_msg(i, tone))
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.25)  # the pacer releases everything in real time
+    media = link.of("media")
+    assert len(media) == 10
+    echoed = b"".join(base64.b64decode(m["media"]["payload"]) for m in media)  # type: ignore[index]
+    # mu-law -> PCM -> mu-law is lossless up to the sign of zero (0x7f and 0xff both mean 0)
+    assert ulaw_decode(echoed) == ulaw_decode(tone * 10)
+    marks = [m["mark"]["name"] for m in link.of("mark")]  # type: ignore[index]
+    assert marks[-1].endswith(".end") and len(marks) >= 2
+    started = [f for f in spy.system if type(f).__name__ == "AgentStartedSpeakingFrame"]
+    assert len(started) == 1
+    for name in marks:  # Twilio plays the audio and echoes every mark
+        s.receive_text(mark_msg(name))
+    stopped = [f for f in spy.system if type(f).__name__ == "AgentStoppedSpeakingFrame"]
+    assert len(stopped) == 1
+    assert stopped[0].strategy == "mark" and not stopped[0].interrupted  # type: ignore[attr-defined]
+    assert stopped[0].played_s == pytest.approx(0.2)  # type: ignore[attr-defined]
+    s.receive_text(json.dumps({"event": "stop", "sequenceNumber": "20", "streamSid": SID}))
+    assert s.task is not None
+    await asyncio.wait_for(s.task, 1)
+    assert s.call is not None and s.call.state is CallState.ENDED
+    assert link.closed is not None and link.closed[0] == 1000
+
+
+async def test_interruption_clears_and_reports_what_was_heard() -> None:
+    s, link, spy = session(mark_interval_s=0.1, deadman_margin_s=5.0)
+    s.receive_text(start_msg())
+    await settle()
+    out = s.output
+    assert out is not None and s.call is not None
+    # an agent utterance of one second arrives at once (a TTS burst)
+    from harken.frames import AudioFrame, TTSStartedFrame, TTSStoppedFrame
+
+    out.on_down(TTSStartedFrame(utterance_id=5))
+    out.on_down(AudioFrame(b"\x00\x00" * 8000, 8000))
+    out.on_down(TTSStoppedFrame(utterance_id=5))
+    sent_before = len(link.of("media"))
+    assert sent_before == 4  # only the lead (80 ms) leaves at once
+    await asyncio.sleep(0.15)
+    # Twilio played the first 100 ms: it echoes the first intermediate mark
+    first_mark = link.of("mark")[0]["mark"]["name"]  # type: ignore[index]
+    s.receive_text(mark_msg(first_mark))  # type: ignore[arg-type]
+    s.call.system(InterruptionFrame())
+    assert link.sent[-1]["event"] == "clear"
+    await settle()
+    stopped = [f for f in spy.system if type(f).__name__ == "AgentStoppedSpeakingFrame"]
+    assert len(stopped) == 1
+    assert stopped[0].interrupted and stopped[0].utterance_id == 5  # type: ignore[attr-defined]
+    assert stopped[0].played_s == pytest.approx(0.1)  # type: ignore[attr-defined]
+    n = len(link.of("media"))
+    await asyncio.sleep(0.1)
+    assert len(link.of("media")) == n  # nothing more of that utterance leaves
+    # Twilio echoes the pending marks because of the clear: flushed, not played, no completion
+    for m in link.of("mark")[1:]:
+        s.receive_text(mark_msg(m["mark"]["name"]))  # type: ignore[index]
+    assert len([f for f in spy.system if type(f).__name__ == "AgentStoppedSpeakingFrame"]) == 1
+
+
+async def test_deadman_fires_when_marks_never_come_back() -> None:
+    s, _, spy = session(deadman_margin_s=0.05)
+    s.receive_text(start_msg())
+    for i in range(10):
+        s.receive_text(media_msg(i))
+    await asyncio.sleep(0.4)
+    stopped = [f for f in spy.system if type(f).__name__ == "AgentStoppedSpeakingFrame"]
+    assert [f.strategy for f in stopped] == ["deadman"]  # type: ignore[attr-defined]
+    assert s.output is not None and s.output.tracker.deadman_fires == 1
+
+
+async def test_dtmf_becomes_a_frame() -> None:
+    s, _, spy = session()
+    s.receive_text(start_msg())
+    await settle()
+    s.receive_text(
+        json.dumps(
+            {
+                "event": "dtmf",
+                "streamSid": SID,
+                "sequenceNumber": "3",
+                "dtmf": {"track": "inbound_track", "digit": "7"},
+            }
+        )
+    )
+    digits = [f.digit for f in spy.system if isinstance(f, DTMFFrame)]
+    assert digits == ["7"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "not json",
+        '{"event":"media","streamSid":"MZx","media":{"payload":"@@@"}}',
+        '{"event":"media"}',
+        "[1,2,3]",
+    ],
+)
+async def test_a_malformed_message_ends_only_that_call(bad: str) -> None:
+    manager = CallManager()
+    s1, link1, _ = session(manager)
+    s2, link2, _ = session(manager)
+    s1.receive_text(start_msg())
+    s2.receive_text(start_msg())
+    await settle()
+    s1.receive_text(bad)
+    assert link1.closed is not None and link1.closed[0] == 1008
+    s2.receive_text(media_msg(0))
+    await settle()
+    assert link2.closed is None
+    assert s2.call is not None and s2.call.state is CallState.RUNNING
+    assert s1.task is not None
+    await asyncio.wait_for(s1.task, 1)
+    assert manager.active == 1
+
+
+async def test_stream_secret_and_capacity_refusals() -> None:
+    manager = CallManager(max_calls=1)
+    bad, link, _ = session(manager, secret="s3cret")
+    bad.receive_text(start_msg({"token": "wrong"}))
+    assert link.closed is not None and link.closed[0] == 1008 and bad.call is None
+    good, link_ok, _ = session(manager, secret="s3cret")
+    good.receive_text(start_msg({"token": "s3cret"}))
+    assert good.call is not None and link_ok.closed is None
+    third, link3, _ = session(manager, secret="s3cret")
+    third.receive_text(start_msg({"token": "s3cret"}))
+    assert link3.closed is not None and link3.closed[0] == 1013 and third.call is None
+
+
+async def test_socket_closing_without_stop_ends_the_call() -> None:
+    s, _, _ = session()
+    s.receive_text(start_msg())
+    s.receive_text(media_msg(0))
+    await settle()
+    s.socket_closed()
+    assert s.task is not None
+    await asyncio.wait_for(s.task, 1)
+    assert s.call is not None and s.call.state is CallState.ENDED
