@@ -133,7 +133,7 @@ class JsonStreamCodec(CarrierCodec):
         # JSON numbers and rejects everything else.
         seq = msg.get(self.SEQ_KEY)
         if seq is not None:
-            if type(seq) is str and len(seq) < 19 and seq.isdecimal():
+            if type(seq) is str and len(seq) < 19 and seq.isascii() and seq.isdigit():
                 seq = int(seq)
             else:
                 seq = _uint(seq, self.SEQ_KEY, f"{self.name} media")
@@ -144,13 +144,18 @@ class JsonStreamCodec(CarrierCodec):
                 self._note_sequence(seq)
         chunk = media.get("chunk")
         if chunk is not None:
-            if type(chunk) is str and len(chunk) < 19 and chunk.isdecimal():
+            if type(chunk) is str and len(chunk) < 19 and chunk.isascii() and chunk.isdigit():
                 chunk = int(chunk)
             else:
                 chunk = _uint(chunk, "chunk", f"{self.name} media")
         timestamp = media.get("timestamp")
         if timestamp is not None:
-            if type(timestamp) is str and len(timestamp) < 19 and timestamp.isdecimal():
+            if (
+                type(timestamp) is str
+                and len(timestamp) < 19
+                and timestamp.isascii()
+                and timestamp.isdigit()
+            ):
                 timestamp = int(timestamp)
             else:
                 timestamp = _uint(timestamp, "timestamp", f"{self.name} media")

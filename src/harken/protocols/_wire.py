@@ -82,20 +82,11 @@ def opt_string(d: dict[str, Any], key: str, where: str) -> str | None:
 
 
 def uint(value: Any, key: str, where: str) -> int:
-    """A non-negative integer sent as a JSON number or as a decimal string (Twilio does both).
-
-    Decimal strings go through :func:`int`, so surrounding whitespace is tolerated; signs,
-    fractions, exponents and anything longer than 19 characters are not.
-    """
+    """A non-negative integer sent as a JSON number or as a string of ASCII digits (Twilio
+    sends strings). Signs, spaces, fractions, exponents and more than 18 digits are refused."""
     if type(value) is str:
-        if 0 < len(value) <= _MAX_DIGITS + 1 and value[0] not in "+-":
-            try:
-                number = int(value)
-            except ValueError:
-                pass
-            else:
-                if number >= 0:
-                    return number
+        if 0 < len(value) <= _MAX_DIGITS and value.isascii() and value.isdigit():
+            return int(value)
     elif type(value) is int and value >= 0:
         return value
     raise RemoteProtocolError(f"{where}: {key!r} is not a non-negative integer: {value!r:.40}")

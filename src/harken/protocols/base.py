@@ -198,7 +198,7 @@ class CarrierCodec(abc.ABC):
 
     def _check_stream_id(self, value: object, event: str) -> None:
         """A stream id carried by a message must be the one learnt from ``start``."""
-        if value is not None and value != self.stream_id:
+        if value is not None and value != self.stream_id and self.stream_id is not None:
             raise RemoteProtocolError(
                 f"{self.name} {event}: stream id {value!r:.60} does not match {self.stream_id!r}"
             )
