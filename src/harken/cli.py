@@ -14,17 +14,32 @@ from harken.bench import BENCHES
 
 
 def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    listing = "\n".join(f"  {name:<10} {summary}" for name, (_, summary) in BENCHES.items())
     bench = sub.add_parser(
         "bench",
         help="run a benchmark and print its figures",
-        description="Run one of harken's benchmarks. Numbers are recorded in docs/performance.md.",
+        description="Run one of harken's benchmarks. Numbers are recorded in "
+        "docs/performance.md. `harken bench NAME --help` shows a bench's options.",
+        epilog=f"benchmarks:\n{listing}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    benches = bench.add_subparsers(dest="bench", metavar="NAME", required=True)
-    for name, (module_name, summary) in BENCHES.items():
-        p = benches.add_parser(name, help=summary, description=summary)
-        p.add_argument("--json", action="store_true", help="print one JSON object with the figures")
-        p.set_defaults(_bench_module=module_name)
-        importlib.import_module(module_name).add_arguments(p)
+    bench.add_argument("bench", metavar="NAME", choices=sorted(BENCHES), help="which benchmark")
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+
+def _run_bench(name: str, argv: list[str]) -> int:
+    module_name, summary = BENCHES[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"harken bench {name}", description=summary)
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    result = module.run(args)
+    if args.json:
+        sys.stdout.write(orjson.dumps(result).decode() + "\n")
+    else:
+        sys.stdout.write(module.report(result) + "\n")
+    return 0
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,9 +51,15 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     serve.add_argument("--config", "-c", metavar="FILE", help="agent config (YAML)")
     serve.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=None, help="port to listen on (default 8080)")
+    serve.add_argument("--port", type=int, default=None, help="HTTP port (default 8080)")
     serve.add_argument(
-        "--workers", type=int, default=None, help="worker processes sharing the port"
+        "--media-port", type=int, default=None, help="port for carrier media WebSockets (8081)"
+    )
+    serve.add_argument(
+        "--workers", type=int, default=None, help="worker processes sharing the ports (1)"
+    )
+    serve.add_argument(
+        "--max-calls", type=int, default=None, help="calls per worker before refusing (500)"
     )
 
 
@@ -57,13 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "bench":
-        module = importlib.import_module(args._bench_module)
-        result = module.run(args)
-        if args.json:
-            sys.stdout.write(orjson.dumps(result).decode() + "\n")
-        else:
-            sys.stdout.write(module.report(result) + "\n")
-        return 0
+        return _run_bench(args.bench, args.bench_args)
     if args.command == "serve":
         from harken.server.main import serve
 

@@ -1,20 +1,31 @@
 """The echo agent: the caller's audio is played straight back (for load tests and checks).
 
 Echoed audio is grouped into utterances of ``utterance_s`` so the transport's playback
-machinery (marks, completion, deadman) runs exactly as it does for a speaking agent.
+machinery (marks, completion, deadman) runs exactly as it does for a speaking agent. Pressing
+``hangup_digit`` (``#`` by default) makes the agent hang up: the audio already queued plays, then
+the carrier's REST hang-up is called.
 """
 
 from __future__ import annotations
 
-from harken.frames import AudioFrame, Frame, TTSStartedFrame, TTSStoppedFrame
+from harken.frames import (
+    AudioFrame,
+    DTMFFrame,
+    Frame,
+    HangupFrame,
+    SystemFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+)
 from harken.pipeline import Stage
 
 
 class EchoAgent(Stage):
-    __slots__ = ("_in_utterance", "_samples", "_uid", "utterance_samples")
+    __slots__ = ("_in_utterance", "_samples", "_uid", "hangup_digit", "utterance_samples")
 
-    def __init__(self, sample_rate: int, utterance_s: float = 1.0) -> None:
+    def __init__(self, sample_rate: int, utterance_s: float = 1.0, hangup_digit: str = "#") -> None:
         super().__init__("echo")
+        self.hangup_digit = hangup_digit
         self.utterance_samples = max(1, int(sample_rate * utterance_s))
         self._samples = 0
         self._uid = 0
@@ -34,3 +45,11 @@ class EchoAgent(Stage):
                 self.push_down(TTSStoppedFrame(utterance_id=self._uid))
             return
         self.push_down(frame)
+
+    def on_system(self, frame: SystemFrame) -> None:
+        if isinstance(frame, DTMFFrame) and frame.digit == self.hangup_digit:
+            if self._in_utterance:
+                self._in_utterance = False
+                self._samples = 0
+                self.push_down(TTSStoppedFrame(utterance_id=self._uid))
+            self.push_down(HangupFrame(reason=f"caller pressed {frame.digit}"))

@@ -303,7 +303,7 @@ class CarrierOutput(Stage):
         played = self.pacer.played_offset(now)
         self.pacer.clear(now)
         self._uid = None
-        for completion in self.tracker.interrupt(played):
+        for completion in self.tracker.interrupt(played, reason="remote_closed"):
             self._report(completion)
         self._run_waiters()
 

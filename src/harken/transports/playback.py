@@ -133,8 +133,9 @@ class PlaybackTracker:
         deadlines = [u.deadline for u in self._open.values() if u.deadline is not None]
         return min(deadlines) if deadlines else None
 
-    def interrupt(self, played_offset_s: float) -> list[Completion]:
-        """Barge-in: every open utterance ends now; report how much of each was heard.
+    def interrupt(self, played_offset_s: float, reason: str = "interrupted") -> list[Completion]:
+        """Barge-in (or the far end went away, ``reason="remote_closed"``): every open
+        utterance ends now; report how much of each was heard.
 
         ``played_offset_s`` is the pacer's clock estimate; the mark strategy trusts only the
         last played mark.
@@ -142,7 +143,7 @@ class PlaybackTracker:
         done = []
         for utt in list(self._open.values()):
             heard = utt.played if self.strategy == "mark" else played_offset_s
-            done.append(self._resolve(utt, "interrupted", interrupted=True, heard_to=heard))
+            done.append(self._resolve(utt, reason, interrupted=True, heard_to=heard))
         return done
 
     # --- internals ---------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The agent server: HTTP routes, carrier media endpoints, workers, drain and metrics."""

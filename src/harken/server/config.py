@@ -1,0 +1,204 @@
+"""Server configuration: one YAML file, validated into frozen dataclasses.
+
+Every field has a default, so an empty file (or none) runs the embedded default agent. Secrets may
+come from the environment: ``TWILIO_AUTH_TOKEN``, ``TWILIO_ACCOUNT_SID``, ``TELNYX_API_KEY``,
+``PLIVO_AUTH_ID``, ``PLIVO_AUTH_TOKEN``, ``HARKEN_STREAM_SECRET``.
+
+Example::
+
+    server:
+      host: 0.0.0.0
+      port: 8080            # HTTP: webhooks, /healthz, /readyz, /metrics
+      media_port: 8081      # carrier media WebSockets
+      public_url: https://voice.example.com   # how carriers reach us (TwiML stream URL)
+      workers: 4
+      max_calls: 500        # per worker
+      drain_timeout_s: 300
+    security:
+      stream_secret: s3cret # required as customParameter "token" on every media stream
+    carriers:
+      twilio: {auth_token: ..., account_sid: ...}
+    agent:
+      kind: echo            # the embedded default for now
+    playback:
+      lead_ms: 80
+      mark_interval_ms: 100
+      deadman_margin_ms: 1000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from harken.errors import ConfigError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    media_port: int = 8081
+    public_url: str = ""
+    workers: int = 1
+    max_calls: int = 500
+    drain_timeout_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    stream_secret: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TwilioConfig:
+    account_sid: str = ""
+    auth_token: str = ""
+    api_base: str = "https://api.twilio.com"
+
+
+@dataclass(frozen=True, slots=True)
+class TelnyxConfig:
+    api_key: str = ""
+    api_base: str = "https://api.telnyx.com"
+
+
+@dataclass(frozen=True, slots=True)
+class PlivoConfig:
+    auth_id: str = ""
+    auth_token: str = ""
+    api_base: str = "https://api.plivo.com"
+
+
+@dataclass(frozen=True, slots=True)
+class CarriersConfig:
+    twilio: TwilioConfig = field(default_factory=TwilioConfig)
+    telnyx: TelnyxConfig = field(default_factory=TelnyxConfig)
+    plivo: PlivoConfig = field(default_factory=PlivoConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    kind: str = "echo"
+    utterance_ms: int = 1000  # echo: audio is grouped into utterances of this length
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackConfig:
+    lead_ms: int = 80
+    mark_interval_ms: int = 100
+    deadman_margin_ms: int = 1000
+    silence_tail_ms: int = 200
+    strategy: str = ""  # "" = the carrier's natural one (mark where supported, else silence)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    carriers: CarriersConfig = field(default_factory=CarriersConfig)
+    agent: AgentConfig = field(default_factory=AgentConfig)
+    playback: PlaybackConfig = field(default_factory=PlaybackConfig)
+
+
+AGENT_KINDS = ("echo",)
+
+
+def _build(cls: type[T], data: Any, where: str) -> T:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; known: {sorted(fields)}")
+    values: dict[str, Any] = {}
+    for name in fields:
+        if name not in data:
+            continue
+        value = data[name]
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            values[name] = _build(type(default), value, f"{where}.{name}")
+            continue
+        expected = type(default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or isinstance(value, bool) != (expected is bool):
+            raise ConfigError(
+                f"{where}.{name}: expected {expected.__name__}, got {type(value).__name__}"
+            )
+        values[name] = value
+    return cls(**values)
+
+
+def _env_overrides(config: Config) -> Config:
+    env = os.environ
+    tw = config.carriers.twilio
+    tw = dataclasses.replace(
+        tw,
+        auth_token=tw.auth_token or env.get("TWILIO_AUTH_TOKEN", ""),
+        account_sid=tw.account_sid or env.get("TWILIO_ACCOUNT_SID", ""),
+    )
+    tx = config.carriers.telnyx
+    tx = dataclasses.replace(tx, api_key=tx.api_key or env.get("TELNYX_API_KEY", ""))
+    pl = config.carriers.plivo
+    pl = dataclasses.replace(
+        pl,
+        auth_id=pl.auth_id or env.get("PLIVO_AUTH_ID", ""),
+        auth_token=pl.auth_token or env.get("PLIVO_AUTH_TOKEN", ""),
+    )
+    sec = dataclasses.replace(
+        config.security,
+        stream_secret=config.security.stream_secret or env.get("HARKEN_STREAM_SECRET", ""),
+    )
+    return dataclasses.replace(
+        config, carriers=CarriersConfig(twilio=tw, telnyx=tx, plivo=pl), security=sec
+    )
+
+
+def validate(config: Config) -> Config:
+    s = config.server
+    if not 0 <= s.port <= 65535 or not 0 <= s.media_port <= 65535:
+        raise ConfigError("server.port and server.media_port must be 0-65535")
+    if s.port and s.port == s.media_port:
+        raise ConfigError("server.port and server.media_port must differ")
+    if s.workers < 1 or s.max_calls < 1:
+        raise ConfigError("server.workers and server.max_calls must be at least 1")
+    if config.agent.kind not in AGENT_KINDS:
+        raise ConfigError(f"agent.kind {config.agent.kind!r} unknown; choose from {AGENT_KINDS}")
+    p = config.playback
+    if p.lead_ms < 20 or p.lead_ms > 100:
+        raise ConfigError("playback.lead_ms must be between 20 and 100 (one to five frames)")
+    if p.strategy not in ("", "mark", "drained", "silence"):
+        raise ConfigError(f"playback.strategy {p.strategy!r} unknown")
+    return config
+
+
+def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read ``path`` (YAML; None for defaults), apply ``overrides`` ({"server": {...}}) and the
+    environment, and validate."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
+        if raw is not None and not isinstance(raw, dict):
+            raise ConfigError(f"config {path}: the top level must be a mapping")
+        data = raw or {}
+    for section, values in (overrides or {}).items():
+        merged = dict(data.get(section) or {})
+        merged.update({k: v for k, v in values.items() if v is not None})
+        data[section] = merged
+    return validate(_env_overrides(_build(Config, data, "config")))

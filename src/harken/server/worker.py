@@ -1,0 +1,152 @@
+"""One worker process: the HTTP app and the media WebSocket server on one event loop.
+
+SIGTERM (or SIGINT) drains: the media listener stops accepting, ``/readyz`` reports draining,
+live calls go on until they end or ``drain_timeout_s`` passes (then they are ended), and the
+worker exits. Several workers share the two ports with SO_REUSEPORT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+import sys
+
+import aiohttp
+from aiohttp import web
+
+from harken.agent.echo import EchoAgent
+from harken.pipeline import Stage
+from harken.protocols import CODECS
+from harken.protocols.events import StreamStarted
+from harken.server.config import Config
+from harken.server.http import build_app
+from harken.server.media import PicowsLink, start_media_server
+from harken.server.rest import HangupClient
+from harken.transports.carrier import AgentFactory, CallManager, CarrierSession
+from harken.transports.output import PlaybackSettings
+
+log = logging.getLogger("harken.server")
+
+
+def agent_factory(config: Config) -> AgentFactory:
+    """The agent stages for each call, from the config."""
+    utterance_s = config.agent.utterance_ms / 1000
+
+    def echo(info: StreamStarted, rate_in: int, rate_out: int) -> list[Stage]:
+        return [EchoAgent(rate_in, utterance_s)]
+
+    return echo
+
+
+def playback_settings(config: Config) -> PlaybackSettings:
+    p = config.playback
+    return PlaybackSettings(
+        lead_s=p.lead_ms / 1000,
+        mark_interval_s=p.mark_interval_ms / 1000,
+        deadman_margin_s=p.deadman_margin_ms / 1000,
+        silence_tail_s=p.silence_tail_ms / 1000,
+        strategy=p.strategy,
+    )
+
+
+class Worker:
+    """Owns the servers and the calls of one process."""
+
+    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
+        self.config = config
+        self.reuse_port = reuse_port
+        self.manager = CallManager(max_calls=config.server.max_calls)
+        self.manager.idle.set()
+        self.stopping = asyncio.Event()
+        self.http_port = 0
+        self.media_port = 0
+        self._agent = agent_factory(config)
+        self._playback = playback_settings(config)
+        self._http: aiohttp.ClientSession | None = None
+        self._hangups = HangupClient(config, self._client)
+        self._media: asyncio.base_events.Server | None = None
+        self._runner: web.AppRunner | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self._http
+
+    def make_session(self, carrier: str, link: PicowsLink) -> CarrierSession:
+        return CarrierSession(
+            CODECS[carrier](),
+            link,
+            self.manager,
+            self._agent,
+            playback=self._playback,
+            stream_secret=self.config.security.stream_secret,
+            hangup=self._hangups.for_carrier(carrier),
+        )
+
+    async def start(self) -> None:
+        s = self.config.server
+        self._media = await start_media_server(
+            s.host, s.media_port, self.manager, self.make_session, reuse_port=self.reuse_port
+        )
+        self.media_port = self._media.sockets[0].getsockname()[1]
+        self._runner = web.AppRunner(build_app(self.config, self.manager), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.host, s.port, reuse_port=self.reuse_port or None)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.http_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        gc.collect()
+        gc.freeze()  # start-up objects never need scanning again: shorter GC pauses
+
+    async def drain(self) -> None:
+        """Stop taking calls, let live ones finish (up to the timeout), then stop."""
+        self.manager.draining = True
+        if self._media is not None:
+            self._media.close()
+        live = self.manager.active
+        log.info(
+            "draining: %d live call(s), up to %.0f s", live, self.config.server.drain_timeout_s
+        )
+        try:
+            await asyncio.wait_for(self.manager.idle.wait(), self.config.server.drain_timeout_s)
+        except TimeoutError:
+            left = list(self.manager.sessions)
+            log.warning("drain timeout: ending %d call(s)", len(left))
+            for session in left:
+                session.fail("drain timeout", 1001, "server shutting down")
+            await asyncio.sleep(0.1)
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._http is not None:
+            await self._http.close()
+
+    async def run(self) -> None:
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        s = self.config.server
+        print(
+            f"harken: worker ready: http://{s.host}:{self.http_port} "
+            f"media ws://{s.host}:{self.media_port}/stream/<carrier> "
+            f"agent={self.config.agent.kind}",
+            flush=True,
+        )
+        await self.stopping.wait()
+        await self.drain()
+        await self.close()
+        print("harken: worker stopped", flush=True)
+
+
+def run_worker(config: Config, reuse_port: bool) -> None:
+    """Process entry point for one worker."""
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
+    logging.getLogger("picows").setLevel(logging.WARNING)  # it logs every connection at INFO
+    asyncio.run(Worker(config, reuse_port=reuse_port).run())
