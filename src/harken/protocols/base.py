@@ -238,10 +238,6 @@ class CarrierCodec(abc.ABC):
         return MarkEchoed(name, cleared=False)
 
     def _audio_cleared(self) -> AudioCleared:
-        """The carrier acknowledged our oldest unacknowledged ``clear``."""
-        marks = self._clears.popleft() if self._clears else ()
-        if self.marks_echo_on_clear is False:  # the carrier never echoes them: forget them
-            for name in marks:
-                if name in self._flushed:
-                    self._flushed.remove(name)
-        return AudioCleared(marks)
+        """The carrier acknowledged our oldest unacknowledged ``clear``. The flushed marks are
+        kept: should the carrier echo one after all, it is still reported as ``cleared``."""
+        return AudioCleared(self._clears.popleft() if self._clears else ())
