@@ -34,6 +34,9 @@ from .events import (
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
 _uint = _wire.uint
+#: ``MediaReceived`` is a NamedTuple; building it through ``tuple.__new__`` skips the generated
+#: Python-level ``__new__`` (about 0.2 us per message).
+_new_tuple = tuple.__new__
 
 #: Event name -> handler method name, shared by every JSON carrier.
 _COMMON_HANDLERS = {
@@ -162,7 +165,7 @@ class JsonStreamCodec(CarrierCodec):
         track = media.get("track", "inbound")
         if type(track) is not str:
             raise RemoteProtocolError(f"{self.name} media: 'track' is not a string")
-        return MediaReceived(audio, timestamp, seq, chunk, track)
+        return _new_tuple(MediaReceived, (audio, timestamp, seq, chunk, track))
 
     def _on_connected(self, msg: dict[str, Any]) -> Connected:
         where = f"{self.name} connected"
