@@ -88,9 +88,22 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
     max_leaves=6,
 )
+
+
+def _nest(depth: int) -> Any:
+    value: Any = "x"
+    for _ in range(depth):
+        value = {"k": value} if depth % 2 else [value]
+    return value
+
+
+#: Values nested around orjson's limits (it reads 1024 levels but writes only 254).
+deep = st.integers(200, 1100).map(_nest)
 #: Replacement values for mutations: mostly scalars, so messages stay close to valid.
 leaves = st.none() | st.booleans() | st.integers(-5, 2**64) | st.floats(allow_nan=False) | texts
-mutations = leaves | st.lists(leaves, max_size=2) | st.dictionaries(texts, leaves, max_size=2)
+mutations = (
+    leaves | st.lists(leaves, max_size=2) | st.dictionaries(texts, leaves, max_size=2) | deep
+)
 carriers = st.sampled_from(CARRIERS)
 
 

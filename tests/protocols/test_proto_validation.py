@@ -506,3 +506,25 @@ def test_exotel_accepts_mulaw_streams(golden: Golden) -> None:
     event = codec.receive_text(json.dumps(msg))
     assert event.encoding == "mulaw"  # type: ignore[union-attr]
     codec.media(b"\xff" * 7)  # no PCM chunk rule for G.711
+
+
+@pytest.mark.parametrize(
+    ("carrier", "path"),
+    [
+        ("vonage", "header"),
+        ("exotel", "start.custom_parameters"),
+        ("telnyx", "start.media_format"),
+        ("twilio", "start.customParameters"),
+        ("plivo", "start.tracks"),
+    ],
+)
+def test_deeply_nested_values_are_remote_errors(carrier: str, path: str, golden: Golden) -> None:
+    """orjson reads 1024 levels but writes only 254: values we re-encode must not crash."""
+    deep: Any = "x"
+    for _ in range(300):
+        deep = [deep]
+    msg = golden(carrier, "connected" if carrier == "vonage" else "start")
+    with pytest.raises(RemoteProtocolError):
+        CODECS[carrier]().receive_text(json.dumps(_set(msg, path, {"k": deep})))
+    with pytest.raises(RemoteProtocolError, match="JSON"):
+        CODECS[carrier]().receive_text("[" * 2000 + "]" * 2000)

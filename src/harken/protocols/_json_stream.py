@@ -11,6 +11,7 @@ templates.
 
 from __future__ import annotations
 
+import abc
 from binascii import a2b_base64, b2a_base64
 from typing import Any, ClassVar
 
@@ -73,14 +74,14 @@ class JsonStreamCodec(CarrierCodec):
     # ----------------------------------------------------------------------------------------
     # carrier hooks
 
+    @abc.abstractmethod
     def _parse_start(self, msg: dict[str, Any]) -> StreamStarted:
         """Validate a ``start`` message and return the event (state is updated by the caller)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _templates(self, quoted_sid: str) -> tuple[str, str, str, str, str]:
         """Outbound templates for a started stream: media prefix and suffix (around the
         base64 payload), mark prefix and suffix (around the JSON-quoted name), clear message."""
-        raise NotImplementedError
 
     def _check_payload_size(self, size: int) -> None:
         """Reject outbound audio the carrier would mis-play (default: whole 16-bit samples)."""

@@ -121,7 +121,10 @@ def str_map(value: Any, key: str, where: str, *, coerce: bool = False) -> dict[s
         if type(v) is str:
             out[k] = v
         elif coerce:
-            out[k] = _dumps(v).decode()
+            try:
+                out[k] = _dumps(v).decode()
+            except orjson.JSONEncodeError as exc:  # nested deeper than orjson will write
+                raise RemoteProtocolError(f"{where}: {key}[{k!r}] is nested too deeply") from exc
         else:
             raise RemoteProtocolError(f"{where}: {key}[{k!r}] is not a string")
     return out
