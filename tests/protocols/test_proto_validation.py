@@ -528,3 +528,14 @@ def test_deeply_nested_values_are_remote_errors(carrier: str, path: str, golden:
         CODECS[carrier]().receive_text(json.dumps(_set(msg, path, {"k": deep})))
     with pytest.raises(RemoteProtocolError, match="JSON"):
         CODECS[carrier]().receive_text("[" * 2000 + "]" * 2000)
+
+
+def test_telnyx_custom_parameters_as_name_value_list(golden: Golden) -> None:
+    items = [{"name": "a", "value": "1"}, {"name": "b", "value": ""}]
+    msg = _set(golden("telnyx", "start"), "start.custom_parameters", items)
+    event = TelnyxCodec().receive_text(json.dumps(msg))
+    assert event.custom_parameters == {"a": "1", "b": ""}  # type: ignore[union-attr]
+    for bad in ([1], [{"name": "a"}], [{"name": 1, "value": "v"}]):
+        msg = _set(golden("telnyx", "start"), "start.custom_parameters", bad)
+        with pytest.raises(RemoteProtocolError, match=r"custom_parameters|name|value"):
+            TelnyxCodec().receive_text(json.dumps(msg))

@@ -53,7 +53,8 @@ IDLE: Final = "idle"
 STREAMING: Final = "streaming"
 STOPPED: Final = "stopped"
 
-#: Flushed marks remembered for carriers whose echo behaviour after ``clear`` is unknown.
+#: Bounds on remembered marks: a carrier that never echoes must not grow a call's memory.
+_MAX_PENDING = 1024
 _MAX_FLUSHED = 256
 
 
@@ -105,7 +106,7 @@ class CarrierCodec(abc.ABC):
         self.last_sequence: int | None = None
         self.sequence_gaps = 0
         self.sequence_reorders = 0
-        self._pending: deque[str] = deque()
+        self._pending: deque[str] = deque(maxlen=_MAX_PENDING)
         self._flushed: deque[str] = deque(maxlen=_MAX_FLUSHED)
         # For carriers that acknowledge ``clear``: the marks each unacknowledged clear flushed.
         self._clears: deque[tuple[str, ...]] = deque(maxlen=_MAX_FLUSHED)

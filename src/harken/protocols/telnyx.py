@@ -78,6 +78,21 @@ _START_KEYS = frozenset(
 _MAX_CHUNK_MS = 30_000
 
 
+def _custom_parameters(value: Any, where: str) -> dict[str, str]:
+    """``custom_parameters`` as the start frame documents it (an object), or in the
+    ``[{"name": .., "value": ..}]`` form the Call Control request uses."""
+    if type(value) is not list:
+        return _wire.str_map(value, "custom_parameters", where)
+    params: dict[str, str] = {}
+    for item in value:
+        if type(item) is not dict:
+            raise RemoteProtocolError(f"{where}: 'custom_parameters' items must be objects")
+        params[_wire.string(item, "name", where)] = _wire.string(
+            item, "value", where, allow_empty=True
+        )
+    return params
+
+
 class TelnyxCodec(JsonStreamCodec):
     """One Telnyx media stream."""
 
@@ -118,7 +133,7 @@ class TelnyxCodec(JsonStreamCodec):
         user_id = _wire.opt_string(start, "user_id", where) or ""
         from_number = _wire.opt_string(start, "from", where)
         to_number = _wire.opt_string(start, "to", where)
-        params = _wire.str_map(start.get("custom_parameters"), "custom_parameters", where)
+        params = _custom_parameters(start.get("custom_parameters"), where)
         tags = _wire.str_list(start.get("tags"), "tags", where)
         extra = _wire.scalar_extra(start, _START_KEYS)
         if tags:
