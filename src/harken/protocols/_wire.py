@@ -168,6 +168,32 @@ def encoding(name: str, table: dict[str, Encoding], where: str) -> Encoding:
     return found
 
 
+def media_format(
+    start: dict[str, Any],
+    key: str,
+    table: dict[str, Encoding],
+    where: str,
+    *,
+    rate_key: str,
+    default: Encoding,
+) -> tuple[Encoding, int, int, dict[str, Any]]:
+    """``start[key]``, the stream's audio format: (encoding, sample rate, channels, the raw
+    object). The whole object is optional (defaults: ``default`` at 8000 Hz, mono); when present
+    its ``encoding`` is required and the rate and channel count are optional."""
+    fmt = opt_obj(start, key, where)
+    if fmt is None:
+        return default, 8000, 1, {}
+    found = encoding(string(fmt, "encoding", where), table, where)
+    rate = fmt.get(rate_key)
+    count = fmt.get("channels")
+    return (
+        found,
+        8000 if rate is None else sample_rate(rate, rate_key, where),
+        1 if count is None else channels(count, "channels", where),
+        fmt,
+    )
+
+
 def scalar_extra(d: dict[str, Any], skip: frozenset[str]) -> dict[str, str]:
     """The string and number members of ``d`` not in ``skip``, rendered as strings."""
     out: dict[str, str] = {}

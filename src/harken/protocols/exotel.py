@@ -91,16 +91,12 @@ class ExotelCodec(JsonStreamCodec):
         params = _wire.str_map(
             start.get("custom_parameters"), "custom_parameters", where, coerce=True
         )
-        encoding: Encoding = "l16"
-        rate = 8000
-        fmt = _wire.opt_obj(start, "media_format", where)
-        if fmt is not None:
-            encoding = _wire.encoding(_wire.string(fmt, "encoding", where), _ENCODINGS, where)
-            if fmt.get("sample_rate") is not None:
-                rate = _wire.sample_rate(fmt["sample_rate"], "sample_rate", where)
-            bits = _wire.opt_uint(fmt, "bit_rate", where)
-            if bits is not None and encoding == "l16" and bits != 16:
-                raise RemoteProtocolError(f"{where}: unsupported bit_rate {bits} for raw PCM")
+        encoding, rate, channels, fmt = _wire.media_format(
+            start, "media_format", _ENCODINGS, where, rate_key="sample_rate", default="l16"
+        )
+        bits = _wire.opt_uint(fmt, "bit_rate", where)
+        if bits is not None and encoding == "l16" and bits != 16:
+            raise RemoteProtocolError(f"{where}: unsupported bit_rate {bits} for raw PCM")
         return StreamStarted(
             stream_id=stream_sid,
             call_id=call_sid,
@@ -108,6 +104,7 @@ class ExotelCodec(JsonStreamCodec):
             custom_parameters=params,
             encoding=encoding,
             sample_rate=rate,
+            channels=channels,
             from_number=_wire.opt_string(start, "from", where),
             to_number=_wire.opt_string(start, "to", where),
             extra=_wire.scalar_extra(start, _START_KEYS),

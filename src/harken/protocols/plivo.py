@@ -124,13 +124,9 @@ class PlivoCodec(JsonStreamCodec):
         account_id = _wire.opt_string(start, "accountId", where) or ""
         tracks = _wire.str_list(start.get("tracks"), "tracks", where)
         params = parse_extra_headers(msg.get("extra_headers"), where)
-        encoding: Encoding = "mulaw"
-        rate = 8000
-        fmt = _wire.opt_obj(start, "mediaFormat", where)
-        if fmt is not None:
-            encoding = _wire.encoding(_wire.string(fmt, "encoding", where), _ENCODINGS, where)
-            if fmt.get("sampleRate") is not None:
-                rate = _wire.sample_rate(fmt["sampleRate"], "sampleRate", where)
+        encoding, rate, channels, _ = _wire.media_format(
+            start, "mediaFormat", _ENCODINGS, where, rate_key="sampleRate", default="mulaw"
+        )
         return StreamStarted(
             stream_id=stream_id,
             call_id=call_id,
@@ -138,6 +134,7 @@ class PlivoCodec(JsonStreamCodec):
             custom_parameters=params,
             encoding=encoding,
             sample_rate=rate,
+            channels=channels,
             tracks=tracks,
         )
 

@@ -138,15 +138,9 @@ class TelnyxCodec(JsonStreamCodec):
         extra = _wire.scalar_extra(start, _START_KEYS)
         if tags:
             extra["tags"] = ",".join(tags)
-        encoding: Encoding = "mulaw"
-        rate, channels = 8000, 1
-        fmt = _wire.opt_obj(start, "media_format", where)
-        if fmt is not None:
-            encoding = _wire.encoding(_wire.string(fmt, "encoding", where), _ENCODINGS, where)
-            if fmt.get("sample_rate") is not None:
-                rate = _wire.sample_rate(fmt["sample_rate"], "sample_rate", where)
-            if fmt.get("channels") is not None:
-                channels = _wire.channels(fmt["channels"], "channels", where)
+        encoding, rate, channels, _ = _wire.media_format(
+            start, "media_format", _ENCODINGS, where, rate_key="sample_rate", default="mulaw"
+        )
         return StreamStarted(
             stream_id=stream_id,
             call_id=call_control_id,

@@ -81,15 +81,9 @@ class TwilioCodec(JsonStreamCodec):
         account_sid = _wire.opt_string(start, "accountSid", where) or ""
         tracks = _wire.str_list(start.get("tracks"), "tracks", where)
         params = _wire.str_map(start.get("customParameters"), "customParameters", where)
-        fmt = _wire.opt_obj(start, "mediaFormat", where)
-        encoding: Encoding = "mulaw"
-        rate, channels = 8000, 1
-        if fmt is not None:
-            encoding = _wire.encoding(_wire.string(fmt, "encoding", where), _ENCODINGS, where)
-            if fmt.get("sampleRate") is not None:
-                rate = _wire.sample_rate(fmt["sampleRate"], "sampleRate", where)
-            if fmt.get("channels") is not None:
-                channels = _wire.channels(fmt["channels"], "channels", where)
+        encoding, rate, channels, _ = _wire.media_format(
+            start, "mediaFormat", _ENCODINGS, where, rate_key="sampleRate", default="mulaw"
+        )
         return StreamStarted(
             stream_id=stream_sid,
             call_id=call_sid,
