@@ -148,11 +148,14 @@ class _Kernel:
         pass_hz, stop_hz = pass_frac * base, stop_frac * base
         dw = 2 * math.pi * (stop_hz - pass_hz) / fs
         n = math.ceil((atten - 7.95) / (2.285 * dw)) + 1
+        # Odd length with (n - 1) / 2 a multiple of ``down``: the group delay is then a whole
+        # number of output samples, so one-shot conversion can remove it exactly.
+        n = math.ceil((n - 1) / (2 * down)) * 2 * down + 1
         taps = math.ceil(n / up)  # taps per polyphase branch
-        n = taps * up
         cutoff = (pass_hz + stop_hz) / 2 / fs
         t = np.arange(n) - (n - 1) / 2
-        h = 2 * cutoff * np.sinc(2 * cutoff * t) * np.kaiser(n, _kaiser_beta(atten))
+        h = np.zeros(taps * up)
+        h[:n] = 2 * cutoff * np.sinc(2 * cutoff * t) * np.kaiser(n, _kaiser_beta(atten))
         # branch p holds h[p], h[p+L], ...; normalise each to unity DC gain (gain L overall)
         branches = h.reshape(taps, up).T.copy()
         branches /= branches.sum(axis=1, keepdims=True)
@@ -171,7 +174,7 @@ class _Kernel:
         self.matrix.flags.writeable = False
         self.taps = taps
         self.b_in, self.b_out, self.window, self.hist = b_in, b_out, window, taps - 1
-        self.delay_in = (n - 1) / 2 / up  # group delay in input samples
+        self.delay_in = (n - 1) / 2 / up  # group delay in input samples (whole output samples)
 
 
 @lru_cache(maxsize=64)
