@@ -144,7 +144,9 @@ def test_bad_parameters() -> None:
 
 @pytest.mark.parametrize("correlated", [True, False], ids=["correlated-jitter", "iid-jitter"])
 def test_scenario_5pct_loss_40ms_jitter_2pct_reorder(correlated: bool) -> None:
-    r = jitter_scenario(90.0, loss=0.05, jitter_ms=40.0, reorder=0.02, correlated=correlated, seed=3)
+    r = jitter_scenario(
+        90.0, loss=0.05, jitter_ms=40.0, reorder=0.02, correlated=correlated, seed=3
+    )
     st = r["stats"]
     # never stalls: one full frame per tick, audio from the first packets on
     assert st.frames_out == r["frames_out"] >= 90 * 50

@@ -25,7 +25,10 @@ def sine(rate: int, freq: float, seconds: float, amp: float = 12000.0) -> npt.ND
 
 
 def stream(r: Resampler, x: npt.NDArray[np.int16], chunk: int) -> npt.NDArray[np.int16]:
-    out = [np.frombuffer(r.process(x[i : i + chunk].tobytes()), np.int16) for i in range(0, len(x), chunk)]
+    out = [
+        np.frombuffer(r.process(x[i : i + chunk].tobytes()), np.int16)
+        for i in range(0, len(x), chunk)
+    ]
     return np.concatenate(out)
 
 
@@ -144,12 +147,16 @@ def test_fused_g711_transcoders_equal_separate_steps() -> None:
             b = up.process(pcm) if rate != 8000 else pcm
             assert a == b
             e1 = enc.encode(a)
-            e2 = g711.encode_array(law, np.frombuffer(down.process(a) if rate != 8000 else a, np.int16))
+            e2 = g711.encode_array(
+                law, np.frombuffer(down.process(a) if rate != 8000 else a, np.int16)
+            )
             assert e1 == e2.tobytes()
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(0, 1500), min_size=1, max_size=40), st.sampled_from([8000, 16000, 22050]))
+@given(
+    st.lists(st.integers(0, 1500), min_size=1, max_size=40), st.sampled_from([8000, 16000, 22050])
+)
 def test_rechunker_emits_exact_frames(sizes: list[int], rate: int) -> None:
     rc = Rechunker(rate, 20)
     data = bytes(i % 251 for i in range(sum(sizes) * 2))

@@ -11,15 +11,15 @@ reports each event exactly once, when its first end packet arrives (or when a ne
 old one's end packets were lost, or on :meth:`EventReceiver.poll` / :meth:`EventReceiver.flush`).
 
 **In-band detection** (:class:`DtmfDetector`) for carriers that send tones in the audio. Per
-window of ~12.75 ms (102 samples at 8 kHz, windows overlapping by half) it measures the eight DTMF frequencies with single-bin DFTs
-(the Goertzel measure; evaluated for all eight at once as one matrix product) and declares a hit
-when all of these hold:
+window of ~12.75 ms (102 samples at 8 kHz, windows overlapping by half) it measures the eight
+DTMF frequencies (and their second harmonics) with single-bin DFTs -- the Goertzel measure,
+evaluated for all of them at once as one matrix product -- and declares a hit when all hold:
 
 * each of the strongest row and column tone is at least ``min_level_dbfs`` (default -40 dBFS),
 * twist: the row tone is at most 8 dB above the column tone (normal twist) and the column tone at
   most 4 dB above the row tone (reverse twist),
 * each winner is at least 8 dB above every other tone of its group,
-* the two tones hold at least 60% of the block's energy (speech and noise spread theirs), and the
+* the two tones hold at least 80% of the window's energy (speech and noise spread theirs), and the
   second harmonics of both tones are at least 15 dB below them (speech is harmonic-rich); the
   row tone's harmonic is not checked where it falls within 100 Hz of the column tone.
 
@@ -267,7 +267,8 @@ def dtmf_tone(
     a_col = a_row * g
     t = (np.arange(n) + start_sample) / sample_rate
     x = a_row * np.sin(2 * np.pi * f_row * t) + a_col * np.sin(2 * np.pi * f_col * t)
-    return np.clip(np.round(x), -32768, 32767).astype(np.int16)
+    out: npt.NDArray[np.int16] = np.clip(np.round(x), -32768, 32767).astype(np.int16)
+    return out
 
 
 def generate_dtmf(
@@ -293,7 +294,7 @@ def generate_dtmf(
 _NORMAL_TWIST: Final = 10 ** (8 / 10)  # row tone may exceed the column tone by 8 dB
 _REVERSE_TWIST: Final = 10 ** (4 / 10)  # column tone may exceed the row tone by 4 dB
 _RELATIVE_PEAK: Final = 10 ** (8 / 10)  # winner over the rest of its group
-_TO_TOTAL: Final = 0.6  # share of the block energy in the two tones
+_TO_TOTAL: Final = 0.8  # share of the window energy in the two tones
 _HARMONIC: Final = 10 ** (-15 / 10)  # second harmonic at most 15 dB below its tone
 
 
@@ -396,7 +397,9 @@ class DtmfDetector:
             return None
         return DtmfDigit(digit, round(duration), self._run_start)
 
-    def process(self, pcm: bytes | bytearray | memoryview | npt.NDArray[np.int16]) -> list[DtmfDigit]:
+    def process(
+        self, pcm: bytes | bytearray | memoryview | npt.NDArray[np.int16]
+    ) -> list[DtmfDigit]:
         """Feed audio; returns the digits that ended within it."""
         x = pcm if isinstance(pcm, np.ndarray) else np.frombuffer(pcm, "<i2")
         xf = x.astype(np.float64)

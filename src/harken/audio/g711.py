@@ -111,8 +111,10 @@ _DEC_TABLES: Final[dict[str, npt.NDArray[np.int16]]] = {
     ULAW: _ulaw_decode_ref(),
     ALAW: _alaw_decode_ref(),
 }
-for _t in (*_ENC_TABLES.values(), *_DEC_TABLES.values()):
-    _t.flags.writeable = False
+for _enc in _ENC_TABLES.values():
+    _enc.flags.writeable = False
+for _dec in _DEC_TABLES.values():
+    _dec.flags.writeable = False
 
 
 def _check_law(law: str) -> None:

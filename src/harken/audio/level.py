@@ -70,7 +70,7 @@ def peak_dbfs(pcm: Pcm) -> float:
 
 def dbfs_to_amplitude(dbfs: float) -> float:
     """Linear RMS amplitude (in int16 units) of a level in dBFS."""
-    return _FULL_SCALE * 10.0 ** (dbfs / 20.0)
+    return float(_FULL_SCALE * 10.0 ** (dbfs / 20.0))
 
 
 def is_silent(pcm: Pcm, threshold_dbfs: float = -50.0) -> bool:

@@ -47,9 +47,9 @@ def find_pitch(x: F64, sample_rate: int) -> tuple[int, float]:
     """Best pitch period (in samples) at the end of ``x`` and its normalised correlation.
 
     Compares the last 20 ms with the 20 ms ending P samples earlier for every P in 2.5-15 ms
-    (FFT-based), and returns the shortest P whose normalised correlation is within 0.05 of the
-    best (so a multiple of the period is not preferred to the period). ``x`` must hold at
-    least 35 ms; shorter input returns the shortest period and correlation 0.
+    (FFT-based), and returns the shortest P that is a local maximum of the normalised
+    correlation within 0.05 of the best (so a multiple of the period does not win over it).
+    ``x`` must hold at least 35 ms; shorter input returns the shortest period and correlation 0.
     """
     lo = max(2, round(sample_rate * _MIN_PITCH_MS / 1000))
     hi = round(sample_rate * _MAX_PITCH_MS / 1000)
@@ -69,8 +69,12 @@ def find_pitch(x: F64, sample_rate: int) -> tuple[int, float]:
     e0 = float(np.dot(tmpl, tmpl))
     norm = np.sqrt(np.maximum(energy * e0, 1e-9))
     score = c / norm
-    # multiples of the period score as well as the period: take the shortest near-best lag
-    best = int(np.argmax(score >= float(score.max()) - 0.05))
+    # multiples of the period score as well as the period: of the local maxima within 0.05 of
+    # the best, take the shortest lag
+    peak = np.ones(score.size, bool)
+    peak[1:] &= score[1:] >= score[:-1]
+    peak[:-1] &= score[:-1] >= score[1:]
+    best = int(np.argmax(peak & (score >= float(score.max()) - 0.05)))
     return int(lags[best]), float(score[best])
 
 
@@ -104,9 +108,7 @@ def expand(x: F64, sample_rate: int) -> F64:
     if score < _VOICED or x.size < 2 * p + 1:
         return x
     s = max(0, (x.size - 2 * p) // 2)
-    return np.concatenate(
-        [x[: s + p], _xfade(x[s + p : s + 2 * p], x[s : s + p]), x[s + p :]]
-    )
+    return np.concatenate([x[: s + p], _xfade(x[s + p : s + 2 * p], x[s : s + p]), x[s + p :]])
 
 
 class Concealer:

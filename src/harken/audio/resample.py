@@ -109,7 +109,7 @@ def _kaiser_beta(atten_db: float) -> float:
     if atten_db > 50:
         return 0.1102 * (atten_db - 8.7)
     if atten_db >= 21:
-        return 0.5842 * (atten_db - 21) ** 0.4 + 0.07886 * (atten_db - 21)
+        return float(0.5842 * (atten_db - 21) ** 0.4 + 0.07886 * (atten_db - 21))
     return 0.0
 
 
@@ -234,9 +234,7 @@ class _FirStream:
                 slot = self._buf[s + hist : s + hist + frame_n]
                 self._fast.append((slot, self._views[i * nb : (i + 1) * nb]))
 
-    def claim(
-        self, n: int
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+    def claim(self, n: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
         """Reserve ``n <= max_chunk`` input samples: (slot to fill, complete window rows)."""
         start, fill = self._start, self._fill
         if fill + n > self._cap:
@@ -346,7 +344,8 @@ class Resampler:
             slot[...] = np.frombuffer(pcm, _I16)
             if rows is None:
                 return b""
-            return _ROUND.take(rows.dot(fir.matrix).astype(np.intp), None, None, "wrap").tobytes()
+            j = rows.dot(fir.matrix).astype(np.intp)
+            return bytes(_ROUND.take(j, None, None, "wrap").tobytes())
         return self.process_array(np.frombuffer(pcm, _I16)).tobytes()
 
     def process_array(self, x: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:

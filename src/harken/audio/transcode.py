@@ -57,7 +57,8 @@ class G711Decoder:
             self._lut_f.take(np.frombuffer(payload, _U8), None, slot, "clip")
             if rows is None:
                 return b""
-            return ROUND_TABLE.take(rows.dot(fir.matrix).astype(np.intp), None, None, "wrap").tobytes()
+            j = rows.dot(fir.matrix).astype(np.intp)
+            return bytes(ROUND_TABLE.take(j, None, None, "wrap").tobytes())
         pcm = self._lut_i.take(np.frombuffer(payload, _U8))
         if self._resampler.engine == "passthrough":
             return pcm.tobytes()
@@ -74,7 +75,7 @@ class G711Decoder:
 
 
 class G711Encoder:
-    """16-bit PCM bytes at ``rate`` -> G.711 bytes at 8 kHz, keeping resampler state across calls."""
+    """16-bit PCM bytes at ``rate`` -> G.711 bytes at 8 kHz, keeping resampler state."""
 
     __slots__ = ("_by_index", "_enc", "_fir", "_resampler", "law", "rate")
 
@@ -100,7 +101,7 @@ class G711Encoder:
             if rows is None:
                 return b""
             j = rows.dot(fir.matrix).astype(np.intp)
-            return self._by_index.take(j, None, None, "wrap").tobytes()
+            return bytes(self._by_index.take(j, None, None, "wrap").tobytes())
         if self._resampler.engine == "passthrough":
             return self._enc.take(np.frombuffer(pcm, _U16)).tobytes()
         out = self._resampler.process_array(np.frombuffer(pcm, _I16))

@@ -97,9 +97,11 @@ def bench_roundtrip(frames: int, repeats: int) -> dict[str, Any]:
         for q in ("HQ", "QQ"):
             s_up = soxr.ResampleStream(8000, 16000, 1, dtype="int16", quality=q)
             s_dn = soxr.ResampleStream(16000, 8000, 1, dtype="int16", quality=q)
-            a8, a16 = voice, np.frombuffer(pcm16, np.int16)
-            out[f"soxr_{q}_8k_to_16k"] = _time_calls(lambda: s_up.resample_chunk(a8), frames, 3)
-            out[f"soxr_{q}_16k_to_8k"] = _time_calls(lambda: s_dn.resample_chunk(a16), frames, 3)
+            a16 = np.frombuffer(pcm16, np.int16)
+            up_call = lambda s=s_up: s.resample_chunk(voice)  # noqa: E731
+            down_call = lambda s=s_dn, a=a16: s.resample_chunk(a)  # noqa: E731
+            out[f"soxr_{q}_8k_to_16k"] = _time_calls(up_call, frames, 3)
+            out[f"soxr_{q}_16k_to_8k"] = _time_calls(down_call, frames, 3)
     except ImportError:  # pragma: no cover - soxr is a dependency
         pass
     return out
@@ -165,7 +167,8 @@ def tone_source(seconds: float, sample_rate: int = 8000) -> I16:
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     x = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 8))
     x = x * (0.7 + 0.3 * np.sin(2 * np.pi * 0.7 * t))
-    return np.round(x / np.abs(x).max() * 12000).astype(np.int16)
+    out: I16 = np.round(x / np.abs(x).max() * 12000).astype(np.int16)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
