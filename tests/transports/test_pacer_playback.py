@@ -149,3 +149,27 @@ def test_clock_strategy_barge_in_uses_the_clock_estimate() -> None:
 def test_unknown_strategy_is_a_config_error() -> None:
     with pytest.raises(ConfigError):
         PlaybackTracker("telepathy")
+
+
+async def test_pacer_clock_keeps_one_timer_however_often_clients_re_register() -> None:
+    import asyncio
+
+    from harken.transports.output import PacerClock
+
+    clock = PacerClock(interval=0.01)
+
+    class Client:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def service(self, now: float) -> bool:
+            self.calls += 1
+            clock.want(self)  # as a pacer does when it sends from inside a tick
+            return self.calls < 10
+
+    clients = [Client() for _ in range(3)]
+    for c in clients:
+        clock.want(c)
+    await asyncio.sleep(0.3)
+    assert 10 <= clock.ticks <= 12  # one tick per interval while busy, then it stops
+    assert all(c.calls == 10 for c in clients)

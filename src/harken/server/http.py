@@ -20,6 +20,7 @@ from harken.transports.carrier import CallManager
 
 CONFIG_KEY = web.AppKey("config", Config)
 MANAGER_KEY = web.AppKey("manager", CallManager)
+MEDIA_PORT_KEY = web.AppKey("media_port", int)
 
 _FORWARDED_PARAMETERS = ("CallSid", "AccountSid", "From", "To", "Direction")
 
@@ -32,7 +33,7 @@ def request_url(request: web.Request, config: Config) -> str:
     return f"{proto}://{request.host}{request.path_qs}"
 
 
-def stream_url(request: web.Request, config: Config, carrier: str) -> str:
+def stream_url(request: web.Request, config: Config, carrier: str, media_port: int) -> str:
     """The media WebSocket URL a carrier should connect to."""
     public = config.server.public_url
     if public:
@@ -42,7 +43,7 @@ def stream_url(request: web.Request, config: Config, carrier: str) -> str:
     host = request.host.rsplit(":", 1)[0] if not request.host.startswith("[") else request.host
     if host.startswith("[") and "]:" in host:
         host = host.rsplit(":", 1)[0]
-    return f"ws://{host}:{config.server.media_port}/stream/{carrier}"
+    return f"ws://{host}:{media_port}/stream/{carrier}"
 
 
 async def twilio_voice(request: web.Request) -> web.Response:
@@ -67,7 +68,7 @@ async def twilio_voice(request: web.Request) -> web.Response:
     parameters = {k: values[k] for k in _FORWARDED_PARAMETERS if k in values}
     if config.security.stream_secret:
         parameters["token"] = config.security.stream_secret
-    url = stream_url(request, config, "twilio")
+    url = stream_url(request, config, "twilio", request.app[MEDIA_PORT_KEY])
     body = twilio.connect_stream_twiml(url, parameters, allow_insecure=url.startswith("ws://"))
     return web.Response(text=body, content_type="text/xml")
 
@@ -95,17 +96,19 @@ async def index(request: web.Request) -> web.Response:
         "harken agent server\n\n"
         f"agent: {config.agent.kind}\n"
         "Twilio webhook: POST /twilio/voice\n"
-        f"media streams: ws://<host>:{config.server.media_port}/stream/"
+        f"media streams: ws://<host>:{request.app[MEDIA_PORT_KEY]}/stream/"
         "{twilio,telnyx,plivo,vonage,exotel}\n"
         "health: /healthz  readiness: /readyz  metrics: /metrics\n"
     )
     return web.Response(text=text)
 
 
-def build_app(config: Config, manager: CallManager) -> web.Application:
+def build_app(config: Config, manager: CallManager, media_port: int) -> web.Application:
+    """The HTTP app; ``media_port`` is the port the media server actually bound."""
     app = web.Application()
     app[CONFIG_KEY] = config
     app[MANAGER_KEY] = manager
+    app[MEDIA_PORT_KEY] = media_port
     app.add_routes(
         [
             web.get("/", index),

@@ -54,7 +54,9 @@ def playback_settings(config: Config) -> PlaybackSettings:
 class Worker:
     """Owns the servers and the calls of one process."""
 
-    def __init__(self, config: Config, *, reuse_port: bool = False) -> None:
+    def __init__(
+        self, config: Config, *, reuse_port: bool = False, agent: AgentFactory | None = None
+    ) -> None:
         self.config = config
         self.reuse_port = reuse_port
         self.manager = CallManager(max_calls=config.server.max_calls)
@@ -62,7 +64,7 @@ class Worker:
         self.stopping = asyncio.Event()
         self.http_port = 0
         self.media_port = 0
-        self._agent = agent_factory(config)
+        self._agent = agent or agent_factory(config)
         self._playback = playback_settings(config)
         self._http: aiohttp.ClientSession | None = None
         self._hangups = HangupClient(config, self._client)
@@ -91,7 +93,9 @@ class Worker:
             s.host, s.media_port, self.manager, self.make_session, reuse_port=self.reuse_port
         )
         self.media_port = self._media.sockets[0].getsockname()[1]
-        self._runner = web.AppRunner(build_app(self.config, self.manager), access_log=None)
+        self._runner = web.AppRunner(
+            build_app(self.config, self.manager, self.media_port), access_log=None
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port, reuse_port=self.reuse_port or None)
         await site.start()

@@ -50,6 +50,10 @@ from harken.transports.wire_audio import BYTES_PER_SAMPLE, SILENCE_BYTE, encoder
 _IMPLICIT_UTTERANCE_BASE = 1 << 40
 
 
+class ClockClient(Protocol):
+    def service(self, now: float) -> bool: ...
+
+
 class Link(Protocol):
     """The socket side of a carrier call, as the transport code sees it."""
 
@@ -78,25 +82,31 @@ class PacerClock:
 
     def __init__(self, interval: float = 0.01) -> None:
         self.interval = interval
-        self._active: set[CarrierOutput] = set()
+        self.ticks = 0
+        self._active: set[ClockClient] = set()
         self._handle: asyncio.TimerHandle | None = None
+        self._in_tick = False
 
-    def want(self, out: CarrierOutput) -> None:
+    def want(self, out: ClockClient) -> None:
         self._active.add(out)
-        if self._handle is None:
+        if self._handle is None and not self._in_tick:
             self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
 
-    def forget(self, out: CarrierOutput) -> None:
+    def forget(self, out: ClockClient) -> None:
         self._active.discard(out)
 
     def _tick(self) -> None:
-        self._handle = None
-        now = asyncio.get_running_loop().time()
-        for out in list(self._active):
-            if not out.service(now):
-                self._active.discard(out)
-        if self._active:
-            self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
+        self.ticks += 1
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._in_tick = True  # services re-register through want(): one re-arm, below
+        try:
+            for out in list(self._active):
+                if not out.service(now):
+                    self._active.discard(out)
+        finally:
+            self._in_tick = False
+        self._handle = loop.call_later(self.interval, self._tick) if self._active else None
 
 
 _CLOCKS: dict[asyncio.AbstractEventLoop, PacerClock] = {}

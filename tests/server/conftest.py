@@ -1,0 +1,106 @@
+"""Fixtures: an in-process worker on free ports, and a server subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from harken.server import config as config_mod
+from harken.server.worker import Worker
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+async def make_worker() -> AsyncIterator[object]:
+    workers: list[Worker] = []
+
+    async def make(
+        overrides: dict[str, dict[str, object]] | None = None, agent: object = None
+    ) -> Worker:
+        data: dict[str, dict[str, object]] = {"server": {"port": 0, "media_port": 0}}
+        for section, values in (overrides or {}).items():
+            data.setdefault(section, {}).update(values)
+        cfg = config_mod._build(config_mod.Config, data, "config")
+        worker = Worker(config_mod.validate(cfg), agent=agent)  # type: ignore[arg-type]
+        await worker.start()
+        workers.append(worker)
+        return worker
+
+    yield make
+    for worker in workers:
+        worker.manager.draining = True
+        for session in list(worker.manager.sessions):
+            session.fail("test over", 1001, "test over")
+        await asyncio.sleep(0.05)
+        await worker.close()
+        if worker._media is not None:
+            worker._media.close()
+
+
+class ServerProcess:
+    def __init__(self, proc: subprocess.Popen[str], http: int, media: int) -> None:
+        self.proc = proc
+        self.http = http
+        self.media = media
+        self.lines: list[str] = []
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def server_process() -> Iterator[object]:
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(*args: str, wait_for: int = 1) -> ServerProcess:
+        http, media = free_port(), free_port()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "harken.cli",
+                "serve",
+                "--port",
+                str(http),
+                "--media-port",
+                str(media),
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        procs.append(proc)
+        server = ServerProcess(proc, http, media)
+        ready = 0
+        assert proc.stdout is not None
+        while ready < wait_for:
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError("server exited:\n" + "".join(server.lines))
+            server.lines.append(line)
+            if re.search(r"worker ready", line):
+                ready += 1
+        return server
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
