@@ -6,10 +6,12 @@
   behind a lane). The producer yields to the loop after every frame, as a network reader does;
   the same producer loop over the all-inline pipeline is the reference, so ``service_hop_us`` is
   what the lane and its task switch add per frame.
-* **Idle calls**: N calls with a realistic agent pipeline (transport in, resampler, VAD, turn
-  detector, STT/LLM/TTS service stages, resampler, transport out) are started and left idle, each
-  with one reader task as a transport gives it. Memory per call is measured with ``tracemalloc``
-  (Python allocations) and from RSS; tasks per call from ``asyncio.all_tasks()``.
+* **Idle calls**: N real Twilio carrier sessions (codec, call, paced output with playback
+  tracking) whose agent has a speaking agent's shape (resampler, per-call VAD state, turn
+  detector, STT/LLM/TTS service stages, resampler) are started and left idle. The socket is a null
+  link (picows delivers frames by callback, so a real call adds no reader task; its socket
+  buffers are counted by the echo bench's RSS figures, not here). Memory per call is measured with
+  ``tracemalloc`` (Python allocations) and from RSS; tasks per call from ``asyncio.all_tasks()``.
 """
 
 from __future__ import annotations
@@ -24,10 +26,13 @@ import tracemalloc
 from typing import Any
 
 import numpy as np
+import orjson
 import soxr
 
 from harken.frames import AudioFrame, Frame, SystemFrame
 from harken.pipeline import Call, Pipeline, ServiceStage, Stage
+from harken.protocols.twilio import TwilioCodec
+from harken.transports.carrier import CallManager, CarrierSession
 
 _PCM_20MS_8K = bytes(320)
 
@@ -113,17 +118,6 @@ def bench_service(frames: int, repeats: int, stages: int = 7) -> dict[str, float
 # --- a realistic idle call --------------------------------------------------------------------
 
 
-class _TransportIn(Stage):
-    """Holds what a carrier transport's input side holds per call."""
-
-    __slots__ = ("frames_in", "stream_id")
-
-    def __init__(self) -> None:
-        super().__init__("transport-in")
-        self.stream_id = "MZ" + "0" * 32
-        self.frames_in = 0
-
-
 class _Resample(Stage):
     """A streaming resampler; its native soxr state (34-49 KB) is created on the first audio."""
 
@@ -168,29 +162,55 @@ class _Turn(Stage):
         self.silence_ms = 0
 
 
-class _TransportOut(Stage):
-    __slots__ = ("marks", "pending")
+def agent_stages() -> list[Stage]:
+    """What a speaking agent puts between the transport's input and output."""
+    return [
+        _Resample("resample-in", 8000, 16000),
+        _Vad(),
+        _Turn(),
+        ServiceStage("stt"),
+        ServiceStage("llm"),
+        ServiceStage("tts"),
+        _Resample("resample-out", 24000, 8000),
+    ]
 
-    def __init__(self) -> None:
-        super().__init__("transport-out")
-        self.pending = bytearray()
-        self.marks: list[str] = []
+
+class _NullLink:
+    """A socket that accepts everything (the socket's own buffers are not counted here)."""
+
+    def send_text(self, text: str) -> None:
+        pass
+
+    def send_bytes(self, data: bytes) -> None:
+        pass
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
 
 
-def realistic_pipeline() -> Pipeline:
-    return Pipeline(
-        [
-            _TransportIn(),
-            _Resample("resample-in", 8000, 16000),
-            _Vad(),
-            _Turn(),
-            ServiceStage("stt"),
-            ServiceStage("llm"),
-            ServiceStage("tts"),
-            _Resample("resample-out", 24000, 8000),
-            _TransportOut(),
-        ]
-    )
+def _start_message(i: int) -> str:
+    sid = f"MZ{i:032d}"
+    return orjson.dumps(
+        {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": sid,
+            "start": {
+                "streamSid": sid,
+                "accountSid": "AC" + "0" * 32,
+                "callSid": f"CA{i:032d}",
+                "tracks": ["inbound"],
+                "customParameters": {"From": "+15550000000"},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+    ).decode()
 
 
 def _rss_kb() -> int:
@@ -199,55 +219,53 @@ def _rss_kb() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
-async def _open_idle(n: int) -> tuple[list[Call], list[asyncio.Task[None]], asyncio.Future[None]]:
-    async def reader(stop: asyncio.Future[None]) -> None:
-        await stop  # a transport's reader waiting for the next message
-
-    loop = asyncio.get_running_loop()
-    stop: asyncio.Future[None] = loop.create_future()
-    calls, readers = [], []
+async def _open_idle(n: int) -> tuple[list[CarrierSession], CallManager]:
+    """N real Twilio carrier sessions (codec, call, agent stages, paced output), started."""
+    manager = CallManager(max_calls=n + 1)
+    sessions = []
     for i in range(n):
-        call = Call(realistic_pipeline(), call_id=f"c{i}")
-        await call.start()
-        calls.append(call)
-        readers.append(loop.create_task(reader(stop)))
+        session = CarrierSession(
+            TwilioCodec(), _NullLink(), manager, lambda info, rin, rout: agent_stages()
+        )
+        session.receive_text('{"event":"connected","protocol":"Call","version":"1.0.0"}')
+        session.receive_text(_start_message(i))
+        sessions.append(session)
     await asyncio.sleep(0)
     gc.collect()
-    return calls, readers, stop
+    return sessions, manager
 
 
-async def _close_idle(
-    calls: list[Call], readers: list[asyncio.Task[None]], stop: asyncio.Future[None]
-) -> None:
-    stop.set_result(None)
-    for call in calls:
-        call.cancel()
-    await asyncio.gather(*readers, *(c.wait() for c in calls))
+async def _close_idle(sessions: list[CarrierSession]) -> None:
+    for session in sessions:
+        session.fail("bench over", 1000, "")
+    await asyncio.gather(*(s.task for s in sessions if s.task is not None))
 
 
 def bench_idle(n: int) -> dict[str, float]:
     async def main() -> dict[str, float]:
-        warm = Call(realistic_pipeline())  # warm allocator, imports and caches
-        await warm.start()
+        warm, _ = await _open_idle(10)  # warm allocator, imports and caches
+        await _close_idle(warm)
+        del warm
         gc.collect()
         # Pass 1, RSS (no tracing): what the process really grows by per idle call.
         tasks_before = len(asyncio.all_tasks())
         rss_before = _rss_kb()
-        calls, readers, stop = await _open_idle(n)
+        sessions, _ = await _open_idle(n)
         rss = (_rss_kb() - rss_before) / n
         tasks = (len(asyncio.all_tasks()) - tasks_before) / n
-        stages = len(calls[0].stages)
-        await _close_idle(calls, readers, stop)
-        del calls, readers
+        call = sessions[0].call
+        stages = len(call.stages) if call is not None else 0
+        await _close_idle(sessions)
+        del sessions
         gc.collect()
         # Pass 2, tracemalloc: Python-heap bytes per idle call.
         tracemalloc.start()
         before = tracemalloc.take_snapshot()
-        calls, readers, stop = await _open_idle(n)
+        sessions, _ = await _open_idle(n)
         after = tracemalloc.take_snapshot()
         tracemalloc.stop()
         heap = sum(s.size_diff for s in after.compare_to(before, "filename")) / n / 1024
-        await _close_idle(calls, readers, stop)
+        await _close_idle(sessions)
         return {
             "idle_calls": n,
             "idle_call_kb": heap,

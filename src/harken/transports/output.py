@@ -20,7 +20,6 @@ call costs no timer and a busy one no task.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -148,7 +147,7 @@ class CarrierOutput(Stage):
         self._auto_uid = _IMPLICIT_UTTERANCE_BASE
         self._since_mark = 0
         self._mark_seq = 0
-        self._announce: deque[tuple[float, int]] = deque()  # (offset, uid) not yet audible
+        self._announce: list[tuple[float, int]] = []  # (offset, uid) not yet audible
         self._waiters: list[Callable[[], None]] = []
         self._clock: PacerClock | None = None
 
@@ -249,7 +248,7 @@ class CarrierOutput(Stage):
                 else:
                     link.send_bytes(message)
                 while self._announce and self._announce[0][0] <= item.offset_s + 1e-9:
-                    _, uid = self._announce.popleft()
+                    _, uid = self._announce.pop(0)
                     self._broadcast(AgentStartedSpeakingFrame(utterance_id=uid))
             else:
                 link.send_text(codec.mark(item.name))

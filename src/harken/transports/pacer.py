@@ -14,7 +14,6 @@ rest of the call.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from harken.errors import AudioError
@@ -61,7 +60,7 @@ class Pacer:
         self.silence = silence
         self.lead_s = lead_s
         self._buf = bytearray()
-        self._marks: deque[tuple[int, str]] = deque()  # (stream byte offset, name)
+        self._marks: list[tuple[int, str]] = []  # (stream byte offset, name); a few at most
         self.pushed_bytes = 0  # stream offset of the end of everything pushed
         self.sent_bytes = 0  # stream offset of the end of everything released
         self.far_end = 0.0
@@ -101,7 +100,7 @@ class Pacer:
         step = chunk / self.bytes_per_s
         while True:
             if marks and marks[0][0] <= self.sent_bytes:
-                offset, name = marks.popleft()
+                offset, name = marks.pop(0)
                 out.append(Release(MARK, name=name, offset_s=offset / self.bytes_per_s))
                 continue
             if len(buf) < chunk or self.far_end + step > limit:
