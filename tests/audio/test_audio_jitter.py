@@ -158,10 +158,39 @@ def test_scenario_5pct_loss_40ms_jitter_2pct_reorder(correlated: bool) -> None:
     assert st.duplicates == 0
     # the added delay settles within 20 ms of the jitter's 95th percentile
     assert abs(r["current_delay_ms_median"] - r["jitter_p95_ms"]) <= 20.0
-    assert 0.0 <= r["target_delay_ms_median"] - r["jitter_p95_ms"] <= 15.0  # q95 + half a frame
+    assert abs(r["target_delay_ms_median"] - r["jitter_p95_ms"]) <= 5.0
     # most packets make it: late ones are those beyond the 95th percentile (and some tail)
     assert st.late_percent < 13.0
     # concealment covers every gap: every lost or late packet's 20 ms was synthesised
     assert st.concealed_ms >= 20.0 * (st.packets_lost + st.late_drops) - 1e-6
     # ... and nothing else was, bar the tail: the simulation runs 0.5 s past the last packet
     assert st.concealed_ms <= 20.0 * (st.packets_lost + st.late_drops + st.expands) + 500.0
+
+
+def test_rtp_clock_rate_differs_from_pcm_rate() -> None:
+    # Opus-style: 48 kHz RTP clock, decoded to 16 kHz PCM
+    src = tone_source(2.0, 16000)
+    frames = [src[i * 320 : (i + 1) * 320].tobytes() for i in range(60)]
+    jb = JitterBuffer(16000, 20, clock_rate=48000, min_delay_ms=40, max_delay_ms=40)
+    for k in range(60):
+        jb.put(k, 1000 + k * 960, frames[k], 0.02 * k)
+    out = [jb.get(0.04 + 0.02 * i) for i in range(60)]
+    assert out == frames
+
+
+def test_sender_clock_drift_is_followed() -> None:
+    """The sender's clock runs 0.5% fast (more packets than ticks): the delay stays bounded."""
+    src = tone_source(62.0)
+    jb = JitterBuffer(8000, 20)
+    delays, k = [], 0
+    for j in range(2900):
+        now = 0.01 + 0.02 * j
+        while k * 0.02 / 1.005 <= now:
+            jb.put(k, k * FRAME, src[k * FRAME : (k + 1) * FRAME].tobytes(), k * 0.02 / 1.005)
+            k += 1
+        assert len(jb.get(now)) == 2 * FRAME
+        delays.append(jb.stats.current_delay_ms)
+    # the buffer delay stays within 10 ms above target; what is heard adds 0-1 frame of FIFO
+    assert max(delays[-1000:]) < jb.stats.target_delay_ms + 10 + 20 + 1
+    assert jb.stats.accelerates > 0
+    assert jb.stats.late_drops == 0

@@ -8,15 +8,13 @@ The model (after WebRTC's NetEQ, simplified):
   ``transit - base`` (how much later than the fastest recent packet it came).
 * **Target delay.** Relative delays go into a 1 ms histogram with exponential forgetting (time
   constant ~300 packets, about 6 s at 50 packets/s; the first packets count fully). The target
-  is its ``quantile`` (0.95) plus half a frame, clamped to ``[min_delay_ms, max_delay_ms]``: the
-  buffer waits long enough for 95% of packets and conceals the rest. (The half frame: audio
-  goes through a FIFO that holds 0-1 frame ahead of the packet being taken, so the delay at
-  which a packet is *heard* exceeds its deadline by half a frame on average.)
+  is its ``quantile`` (0.95) clamped to ``[min_delay_ms, max_delay_ms]``: the buffer waits long
+  enough for 95% of packets and conceals the rest.
 * **Playout.** ``get(now)`` returns exactly one frame every call. The *buffer delay*
-  ``now - base - play_position / rate`` says how long ago the next packet was due (a packet is
-  playable iff its relative delay is at most that); adding the audio already in the FIFO gives
-  D, the delay at which that packet will be heard, which is what is steered to the target.
-  Audio goes through the sample FIFO so that operations may produce any length:
+  ``D = now - base - play_position / rate`` says how long ago the next packet was due; a packet
+  is playable iff its relative delay <= D, so D is what is steered to the target. Audio goes
+  through a small sample FIFO so that operations may produce any length; the delay the caller
+  hears (``current_delay_ms``) is D plus what the FIFO holds ahead of the packet (0-1 frame):
 
   - packet present, D within +-10 ms of target: play it (a delay that stays more than 2 ms
     below or 6 ms above the target for 25 frames gets one stretch, as below, to centre it);
@@ -263,10 +261,7 @@ class JitterBuffer:
         if self._hist_n >= 20:
             cum = np.cumsum(self._hist)
             idx = int(np.searchsorted(cum, self._quantile * cum[-1]))
-            # The FIFO holds 0-1 frame ahead of the packet being taken, so the delay at which
-            # it is heard is its deadline plus half a frame on average: add that margin.
-            margin = self.frame / (2 * self.sample_rate)
-            self._target = min(max((idx + 1) / 1000 + margin, self._min_delay), self._max_delay)
+            self._target = min(max((idx + 1) / 1000, self._min_delay), self._max_delay)
 
     def put(
         self,
@@ -352,9 +347,6 @@ class JitterBuffer:
         delay = now - self._base - self._play / rate
         st.buffer_delay_ms = delay * 1000
         target = self._target
-        # Steer the delay at which this packet will be *heard* (the FIFO ahead of it included);
-        # the target has half a frame of margin for that FIFO (see _observe).
-        delay += self._fifo.size / rate
         # Where the delay sits inside the +-10 ms band is steered slowly: a delay that stays a
         # little low (or high) for half a second gets one stretch, so it centres on the target.
         if delay < target - _SOFT_LOW_S:

@@ -49,12 +49,14 @@ def find_pitch(x: F64, sample_rate: int) -> tuple[int, float]:
     Compares the last 20 ms with the 20 ms ending P samples earlier for every P in 2.5-15 ms
     (FFT-based), and returns the shortest P that is a local maximum of the normalised
     correlation within 0.05 of the best (so a multiple of the period does not win over it).
-    ``x`` must hold at least 35 ms; shorter input returns the shortest period and correlation 0.
+    With less than 35 ms of input the search is limited to half the input (a 20 ms frame:
+    periods up to 10 ms, compared over 10 ms); under 10 ms it returns correlation 0.
     """
     lo = max(2, round(sample_rate * _MIN_PITCH_MS / 1000))
-    hi = round(sample_rate * _MAX_PITCH_MS / 1000)
-    win = round(sample_rate * _CORR_MS / 1000)
-    if x.size < win + hi:
+    # short input (a lone 20 ms frame): search up to half of it, compare what is left
+    hi = min(round(sample_rate * _MAX_PITCH_MS / 1000), x.size // 2)
+    win = min(round(sample_rate * _CORR_MS / 1000), x.size - hi)
+    if hi < 2 * lo or win < lo:
         return lo, 0.0
     seg = x[-(win + hi) :]
     tmpl = seg[hi:]
@@ -86,7 +88,7 @@ def _xfade(a: F64, b: F64) -> F64:
 
 
 def compress(x: F64, sample_rate: int, *, force: bool = False) -> F64:
-    """Remove one pitch period from ``x`` (at least 30 ms long) with a cross-fade.
+    """Remove one pitch period from ``x`` (ideally 35 ms or more) with a cross-fade.
 
     Returns ``x`` unchanged when the signal is not periodic enough to do it inaudibly, unless
     ``force`` is set (then a 10 ms segment is removed anyway).
