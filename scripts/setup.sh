@@ -16,3 +16,6 @@ done
 spec="."
 [ -n "$extras" ] && spec=".[${extras}]"
 .venv/bin/python -m pip install -q -e "$spec"
+# Model files shipped in wheels whose own dependencies we must not install (silero-vad requires
+# torch; pipecat-ai is only the carrier of the Smart Turn v3.2 ONNX file): --no-deps, pinned.
+.venv/bin/python -m pip install -q --no-deps "silero-vad==6.2.3" "pipecat-ai==1.14.0"

@@ -229,6 +229,20 @@ class UserStoppedSpeakingFrame(SystemFrame):
 
 
 @dataclass(slots=True)
+class UserTurnEndFrame(SystemFrame):
+    """The caller has finished their turn: the agent may answer.
+
+    ``speech_end`` is the media time (s) the caller's speech stopped; ``reason`` names the rule
+    that decided (``"model"`` semantic turn model, ``"text"`` transcript completeness,
+    ``"silence"`` backstop timer); ``confidence`` is the model's probability where one was used.
+    """
+
+    speech_end: float = 0.0
+    reason: str = ""
+    confidence: float | None = None
+
+
+@dataclass(slots=True)
 class AgentStartedSpeakingFrame(SystemFrame):
     """The first audio of an agent utterance left for the caller."""
 
