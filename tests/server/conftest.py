@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from harken.server import config as config_mod
 from harken.server.worker import Worker
@@ -104,3 +105,22 @@ def server_process() -> Iterator[object]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+@pytest.fixture
+async def local_http() -> AsyncIterator[object]:
+    """Start a local aiohttp app standing in for a carrier's REST API; yields its base URL."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()

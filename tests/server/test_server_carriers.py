@@ -19,9 +19,10 @@ import pytest
 
 from harken.agent.echo import EchoAgent
 from harken.audio import g711
-from harken.frames import AgentStoppedSpeakingFrame, SystemFrame
+from harken.frames import AgentStoppedSpeakingFrame
 from harken.pipeline import Stage
 from harken.protocols.events import StreamStarted
+from harken.testing import Recorder
 
 FIXTURES = Path(__file__).resolve().parents[1] / "protocols" / "fixtures"
 
@@ -46,15 +47,6 @@ def encode(pcm: np.ndarray, encoding: str) -> bytes:
 def decode(data: bytes, encoding: str) -> np.ndarray:
     raw = g711.ulaw_decode(data) if encoding == "mulaw" else data
     return np.frombuffer(raw, dtype="<i2")
-
-
-class Spy(Stage):
-    def __init__(self) -> None:
-        super().__init__("spy")
-        self.frames: list[SystemFrame] = []
-
-    def on_system(self, frame: SystemFrame) -> None:
-        self.frames.append(frame)
 
 
 def media_message(carrier: str, i: int, payload: bytes) -> str | bytes:
@@ -89,10 +81,10 @@ def mark_echo(carrier: str, name: str) -> str:
 @pytest.mark.parametrize("carrier", sorted(CARRIERS))
 async def test_carrier_echo_with_marks(make_worker: Any, carrier: str) -> None:
     rate, encoding, *_, out_media, mark_event, _ = CARRIERS[carrier]
-    spies: list[Spy] = []
+    spies: list[Recorder] = []
 
     def agent(info: StreamStarted, rate_in: int, rate_out: int) -> list[Stage]:
-        spies.append(Spy())
+        spies.append(Recorder())
         return [spies[-1], EchoAgent(rate_in, utterance_s=0.4)]
 
     worker = await make_worker(agent=agent)
@@ -139,7 +131,7 @@ async def test_carrier_echo_with_marks(make_worker: Any, carrier: str) -> None:
         final = next(m for m in marks if m.endswith(".end"))
         await ws.send_str(mark_echo(carrier, final))
         for _ in range(100):
-            if any(isinstance(f, AgentStoppedSpeakingFrame) for f in spies[0].frames):
+            if any(isinstance(f, AgentStoppedSpeakingFrame) for f in spies[0].system):
                 break
             await asyncio.sleep(0.02)
         await ws.close()
@@ -148,6 +140,6 @@ async def test_carrier_echo_with_marks(make_worker: Any, carrier: str) -> None:
     err = echoed.astype(np.float64) - sent
     snr = 10 * np.log10(np.sum(sent.astype(np.float64) ** 2) / max(np.sum(err**2), 1.0))
     assert snr > 30, carrier
-    stopped = [f for f in spies[0].frames if isinstance(f, AgentStoppedSpeakingFrame)]
+    stopped = [f for f in spies[0].system if isinstance(f, AgentStoppedSpeakingFrame)]
     assert stopped and stopped[0].strategy == "mark" and not stopped[0].interrupted
     assert stopped[0].played_s == pytest.approx(0.4, abs=0.021)

@@ -18,7 +18,7 @@ from harken.server.rest import HangupClient
 
 
 @pytest.fixture
-async def carrier_api() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+async def carrier_api(local_http: Any) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
     seen: list[dict[str, Any]] = []
 
     async def record(request: web.Request) -> web.Response:
@@ -38,13 +38,7 @@ async def carrier_api() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", record)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    yield f"http://127.0.0.1:{port}", seen
-    await runner.cleanup()
+    yield await local_http(app), seen
 
 
 def info(call_id: str) -> StreamStarted:

@@ -29,7 +29,7 @@ from harken.frames import (
 from harken.pipeline import Stage
 from harken.protocols import compute_signature
 from harken.protocols.events import StreamStarted
-from harken.testing import TwilioEmulator
+from harken.testing import Recorder, TwilioEmulator
 
 RATE = 8000
 
@@ -39,23 +39,9 @@ def tone(seconds: float, freq: float = 440.0, amp: int = 8000) -> np.ndarray:
     return (np.sin(2 * np.pi * freq * t) * amp).astype(np.int16)
 
 
-class Spy(Stage):
-    """Records the system frames every call sees."""
-
-    def __init__(self) -> None:
-        super().__init__("spy")
-        self.frames: list[SystemFrame] = []
-
-    def on_system(self, frame: SystemFrame) -> None:
-        self.frames.append(frame)
-
-    def of(self, kind: type) -> list[Any]:
-        return [f for f in self.frames if isinstance(f, kind)]
-
-
-def spying_echo(spies: list[Spy], utterance_s: float = 0.5) -> Callable[..., list[Stage]]:
+def spying_echo(spies: list[Recorder], utterance_s: float = 0.5) -> Callable[..., list[Stage]]:
     def agent(info: StreamStarted, rate_in: int, rate_out: int) -> list[Stage]:
-        spy = Spy()
+        spy = Recorder()
         spies.append(spy)
         return [spy, EchoAgent(rate_in, utterance_s)]
 
@@ -67,7 +53,7 @@ def media_url(worker: Any) -> str:
 
 
 async def test_audio_returns_and_marks_resolve_completion(make_worker: Any) -> None:
-    spies: list[Spy] = []
+    spies: list[Recorder] = []
     worker = await make_worker(agent=spying_echo(spies, utterance_s=0.5))
     async with TwilioEmulator(media_url(worker)) as em:
         sent = tone(1.0)
@@ -110,10 +96,10 @@ class Speaker(Stage):
 
 
 async def test_interruption_sends_clear_and_reports_what_was_heard(make_worker: Any) -> None:
-    spies: list[Spy] = []
+    spies: list[Recorder] = []
 
     def agent(info: StreamStarted, rate_in: int, rate_out: int) -> list[Stage]:
-        spies.append(Spy())
+        spies.append(Recorder())
         return [spies[-1], Speaker(3.0)]
 
     worker = await make_worker(agent=agent)
@@ -138,7 +124,7 @@ async def test_interruption_sends_clear_and_reports_what_was_heard(make_worker: 
 
 
 async def test_dtmf_arrives_as_frames(make_worker: Any) -> None:
-    spies: list[Spy] = []
+    spies: list[Recorder] = []
     worker = await make_worker(agent=spying_echo(spies))
     async with TwilioEmulator(media_url(worker)) as em:
         await em.play_script([tone(0.1), "12", 0.1, "9*"])
@@ -205,7 +191,9 @@ async def test_a_malformed_message_ends_only_that_call(make_worker: Any) -> None
         assert worker.manager.active == 1
 
 
-async def test_agent_hangup_plays_remaining_audio_then_calls_twilio_rest(make_worker: Any) -> None:
+async def test_agent_hangup_plays_remaining_audio_then_calls_twilio_rest(
+    make_worker: Any, local_http: Any
+) -> None:
     seen: list[dict[str, Any]] = []
 
     async def calls(request: web.Request) -> web.Response:
@@ -224,32 +212,17 @@ async def test_agent_hangup_plays_remaining_audio_then_calls_twilio_rest(make_wo
 
     app = web.Application()
     app.router.add_route("*", "/2010-04-01/Accounts/{acct}/Calls/{sid}.json", calls)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    api = await local_http(app)
     acct, token = "AC" + "a" * 32, "secret-token"
-    try:
-        worker = await make_worker(
-            {
-                "carriers": {
-                    "twilio": {
-                        "account_sid": acct,
-                        "auth_token": token,
-                        "api_base": f"http://127.0.0.1:{port}",
-                    }
-                }
-            }
-        )
-        em = TwilioEmulator(media_url(worker))
-        await em.connect()
-        await em.play(tone(0.6))
-        await em.dtmf("#")  # the echo agent hangs up on '#'
-        await em.wait_closed(5)
-        await em.close()
-    finally:
-        await runner.cleanup()
+    worker = await make_worker(
+        {"carriers": {"twilio": {"account_sid": acct, "auth_token": token, "api_base": api}}}
+    )
+    em = TwilioEmulator(media_url(worker))
+    await em.connect()
+    await em.play(tone(0.6))
+    await em.dtmf("#")  # the echo agent hangs up on '#'
+    await em.wait_closed(5)
+    await em.close()
     assert len(seen) == 1
     req = seen[0]
     assert req["method"] == "POST"

@@ -11,10 +11,19 @@ import pytest
 
 from harken.agent.echo import EchoAgent
 from harken.audio.g711 import ulaw_decode
-from harken.frames import DTMFFrame, InterruptionFrame, SystemFrame
+from harken.frames import (
+    AgentStartedSpeakingFrame,
+    AgentStoppedSpeakingFrame,
+    AudioFrame,
+    DTMFFrame,
+    InterruptionFrame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+)
 from harken.pipeline import CallState, Stage
 from harken.protocols.events import StreamStarted
 from harken.protocols.twilio import TwilioCodec
+from harken.testing import Recorder
 from harken.transports.carrier import CallManager, CarrierSession
 from harken.transports.output import PlaybackSettings
 
@@ -44,15 +53,6 @@ class FakeLink:
 
     def of(self, event: str) -> list[dict[str, object]]:
         return [m for m in self.sent if m["event"] == event]
-
-
-class Spy(Stage):
-    def __init__(self) -> None:
-        super().__init__("spy")
-        self.system: list[SystemFrame] = []
-
-    def on_system(self, frame: SystemFrame) -> None:
-        self.system.append(frame)
 
 
 def start_msg(params: dict[str, str] | None = None) -> str:
@@ -97,9 +97,9 @@ def mark_msg(name: str) -> str:
 
 def session(
     manager: CallManager | None = None, secret: str = "", **playback: float
-) -> tuple[CarrierSession, FakeLink, Spy]:
+) -> tuple[CarrierSession, FakeLink, Recorder]:
     link = FakeLink()
-    spy = Spy()
+    spy = Recorder()
 
     def agent(info: StreamStarted, rate_in: int, rate_out: int) -> list[Stage]:
         return [spy, EchoAgent(rate_in, utterance_s=0.2)]
@@ -136,14 +136,14 @@ async def test_echo_audio_returns_with_marks_and_completion_by_mark_echo() -> No
     assert ulaw_decode(echoed) == ulaw_decode(tone * 10)
     marks = [m["mark"]["name"] for m in link.of("mark")]  # type: ignore[index]
     assert marks[-1].endswith(".end") and len(marks) >= 2
-    started = [f for f in spy.system if type(f).__name__ == "AgentStartedSpeakingFrame"]
+    started = spy.of(AgentStartedSpeakingFrame)
     assert len(started) == 1
     for name in marks:  # Twilio plays the audio and echoes every mark
         s.receive_text(mark_msg(name))
-    stopped = [f for f in spy.system if type(f).__name__ == "AgentStoppedSpeakingFrame"]
+    stopped = spy.of(AgentStoppedSpeakingFrame)
     assert len(stopped) == 1
-    assert stopped[0].strategy == "mark" and not stopped[0].interrupted  # type: ignore[attr-defined]
-    assert stopped[0].played_s == pytest.approx(0.2)  # type: ignore[attr-defined]
+    assert stopped[0].strategy == "mark" and not stopped[0].interrupted
+    assert stopped[0].played_s == pytest.approx(0.2)
     s.receive_text(json.dumps({"event": "stop", "sequenceNumber": "20", "streamSid": SID}))
     assert s.task is not None
     await asyncio.wait_for(s.task, 1)
@@ -158,8 +158,6 @@ async def test_interruption_clears_and_reports_what_was_heard() -> None:
     out = s.output
     assert out is not None and s.call is not None
     # an agent utterance of one second arrives at once (a TTS burst)
-    from harken.frames import AudioFrame, TTSStartedFrame, TTSStoppedFrame
-
     out.on_down(TTSStartedFrame(utterance_id=5))
     out.on_down(AudioFrame(b"\x00\x00" * 8000, 8000))
     out.on_down(TTSStoppedFrame(utterance_id=5))
@@ -172,17 +170,17 @@ async def test_interruption_clears_and_reports_what_was_heard() -> None:
     s.call.system(InterruptionFrame())
     assert link.sent[-1]["event"] == "clear"
     await settle()
-    stopped = [f for f in spy.system if type(f).__name__ == "AgentStoppedSpeakingFrame"]
+    stopped = spy.of(AgentStoppedSpeakingFrame)
     assert len(stopped) == 1
-    assert stopped[0].interrupted and stopped[0].utterance_id == 5  # type: ignore[attr-defined]
-    assert stopped[0].played_s == pytest.approx(0.1)  # type: ignore[attr-defined]
+    assert stopped[0].interrupted and stopped[0].utterance_id == 5
+    assert stopped[0].played_s == pytest.approx(0.1)
     n = len(link.of("media"))
     await asyncio.sleep(0.1)
     assert len(link.of("media")) == n  # nothing more of that utterance leaves
     # Twilio echoes the pending marks because of the clear: flushed, not played, no completion
     for m in link.of("mark")[1:]:
         s.receive_text(mark_msg(m["mark"]["name"]))  # type: ignore[index]
-    assert len([f for f in spy.system if type(f).__name__ == "AgentStoppedSpeakingFrame"]) == 1
+    assert len(spy.of(AgentStoppedSpeakingFrame)) == 1
 
 
 async def test_deadman_fires_when_marks_never_come_back() -> None:
@@ -191,8 +189,8 @@ async def test_deadman_fires_when_marks_never_come_back() -> None:
     for i in range(10):
         s.receive_text(media_msg(i))
     await asyncio.sleep(0.4)
-    stopped = [f for f in spy.system if type(f).__name__ == "AgentStoppedSpeakingFrame"]
-    assert [f.strategy for f in stopped] == ["deadman"]  # type: ignore[attr-defined]
+    stopped = spy.of(AgentStoppedSpeakingFrame)
+    assert [f.strategy for f in stopped] == ["deadman"]
     assert s.output is not None and s.output.tracker.deadman_fires == 1
 
 
@@ -210,7 +208,7 @@ async def test_dtmf_becomes_a_frame() -> None:
             }
         )
     )
-    digits = [f.digit for f in spy.system if isinstance(f, DTMFFrame)]
+    digits = [f.digit for f in spy.of(DTMFFrame)]
     assert digits == ["7"]
 
 

@@ -1,9 +1,10 @@
-"""Test and bench tools (carrier emulators). Not used by the runtime on a live call."""
+"""Test and bench tools (carrier emulators, recording stages). Not used on a live call."""
 
 from __future__ import annotations
 
 from harken.testing._playback import MarkEcho, PlaybackBuffer, PlayedSpan, ReceivedMedia
 from harken.testing._ws import Connector, WsTransport, aiohttp_connector
+from harken.testing.stages import Recorder
 from harken.testing.twilio import (
     EmulatorStats,
     ProtocolIssue,
@@ -20,6 +21,7 @@ __all__ = [
     "PlayedSpan",
     "ProtocolIssue",
     "ReceivedMedia",
+    "Recorder",
     "TwilioEmulator",
     "WsTransport",
     "aiohttp_connector",
