@@ -374,3 +374,14 @@ async def test_start_frame_and_misuse() -> None:
         Call(Pipeline([a]))  # a stage belongs to one call only
     with pytest.raises(PipelineError):
         Tag("loose").push_down(TextFrame("x"))
+
+
+async def test_an_error_below_a_service_is_blamed_on_the_stage_that_raised() -> None:
+    errors: list[ErrorFrame] = []
+    call, _, _ = await started(Pipeline([Gate(), Boom("below")]), on_error=errors.append)
+    gate = call.stages[0]
+    assert isinstance(gate, Gate)
+    gate.release.set()
+    call.feed(TextFrame("boom"))
+    await settle(10)
+    assert [e.stage for e in errors] == ["below"]

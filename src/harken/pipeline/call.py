@@ -274,7 +274,7 @@ class Call:
 
     def _failed(self, exc: Exception) -> None:
         """An exception escaped an inline chain: find the stage that raised it."""
-        self._stage_failed(self._culprit(exc), exc)
+        self._stage_failed(None, exc)
 
     def _culprit(self, exc: BaseException) -> Stage | None:
         stages = {id(s): s for s in self._stages}
@@ -288,6 +288,8 @@ class Call:
         return found
 
     def _stage_failed(self, stage: Stage | None, exc: Exception) -> None:
+        """``stage`` raised (or a stage it called inline did: the deepest one is blamed)."""
+        stage = self._culprit(exc) or stage
         self.errors += 1
         name = stage.name if stage is not None else "?"
         fatal = self.errors >= self.max_errors or bool(getattr(stage, "fatal_errors", False))
