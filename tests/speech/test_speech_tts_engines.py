@@ -1,0 +1,249 @@
+"""Local TTS engines (espeak-ng, Piper): real audio, streaming, word timing, cancellation, warm-once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from harken.errors import ConfigError, ServiceError
+from harken.speech.tts import EspeakEngine, PiperEngine, create_engine, piper_available
+from harken.speech.tts import piper as piper_mod
+from harken.speech.tts.base import (
+    TtsEngine,
+    TtsStream,
+    active_jobs,
+    estimate_words,
+    split_sentences,
+    thread_stream,
+    voiced_span,
+)
+from harken.speech.tts.espeak import espeak_instance
+
+needs_piper = pytest.mark.skipif(not piper_available(), reason="the piper extra is not installed")
+
+SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
+
+
+def rms(pcm: bytes) -> float:
+    x = np.frombuffer(pcm, np.int16).astype(np.float64)
+    return float(np.sqrt(np.mean(x**2))) if x.size else 0.0
+
+
+async def collect(engine: TtsEngine, text: str) -> tuple[list[bytes], TtsStream]:
+    stream = engine.stream(text)
+    chunks: list[bytes] = []
+    async with contextlib.aclosing(stream):
+        async for pcm in stream:
+            chunks.append(pcm)
+    return chunks, stream
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll ``cond`` (no fixed sleeps: generous deadline, returns as soon as it holds)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers in base
+
+
+def test_split_sentences_keeps_offsets() -> None:
+    text = "Hello there. How are you?  Fine, 3.5 apples! ok"
+    parts = split_sentences(text)
+    assert [p for p, _ in parts] == ["Hello there.", "How are you?", "Fine, 3.5 apples!", "ok"]
+    for piece, offset in parts:
+        assert text[offset : offset + len(piece)] == piece
+    assert split_sentences("   ") == []
+
+
+def test_estimate_words_spreads_characters_over_the_span() -> None:
+    words = estimate_words("a longer word", 1.0, 3.0, char_offset=10)
+    assert [w.word for w in words] == ["a", "longer", "word"]
+    assert [(w.char_start, w.char_end) for w in words] == [(10, 11), (12, 18), (19, 23)]
+    assert words[0].start_s == 1.0
+    assert all(a.end_s <= b.start_s for a, b in zip(words, words[1:], strict=False))
+    assert words[-1].end_s <= 3.0
+    durations = [w.end_s - w.start_s for w in words]
+    assert durations[1] > durations[2] > durations[0]  # longer words take longer
+    assert estimate_words("   ", 0, 1) == []
+
+
+def test_voiced_span_finds_the_sound() -> None:
+    x = np.zeros(1000, np.int16)
+    x[200:500] = 5000
+    assert voiced_span(x, 1000) == (0.2, 0.5)
+    assert voiced_span(np.zeros(100, np.int16).tobytes(), 1000) is None
+
+
+async def test_thread_stream_stops_the_producer_when_the_consumer_leaves() -> None:
+    produced: list[int] = []
+    release = threading.Event()
+    stopped = threading.Event()
+
+    def produce(emit: Callable[[int], bool]) -> None:
+        for i in range(1000):
+            if i == 1:
+                release.wait(10)  # hold until the consumer has gone
+            if not emit(i):
+                stopped.set()
+                return
+            produced.append(i)
+
+    items = thread_stream(produce, what="test")
+    assert await items.__anext__() == 0
+    await items.aclose()
+    release.set()
+    await wait_for(lambda: active_jobs() == 0)
+    assert stopped.is_set()
+    assert produced == [0]
+
+
+async def test_thread_stream_reraises_producer_errors() -> None:
+    def bad(emit: Callable[[int], bool]) -> None:
+        emit(1)
+        raise ValueError("boom")
+
+    items = thread_stream(bad, what="bad engine")
+    with pytest.raises(ServiceError, match="bad engine failed"):
+        async for _ in items:
+            pass
+
+
+# --------------------------------------------------------------------------------------------
+# espeak-ng
+
+
+async def test_espeak_speaks_plausible_non_silent_audio_with_real_word_timing() -> None:
+    engine = EspeakEngine()
+    await engine.warm_up()
+    assert engine.ready
+    chunks, stream = await collect(engine, SENTENCE)
+    pcm = b"".join(chunks)
+    seconds = len(pcm) / 2 / engine.sample_rate
+    assert engine.sample_rate == 22050
+    assert 2.0 < seconds < 7.0  # 12 words at ~175 wpm
+    assert rms(pcm) > 1000
+    assert len(chunks) > 10  # streamed in small pieces, not one buffer
+    assert max(len(c) for c in chunks) <= 2 * engine.sample_rate * 0.1  # <= 100 ms each
+    assert not stream.estimated
+    words = [w.word for w in stream.words]
+    assert words[:3] == ["The", "quick", "brown"] and words[-1] == "bank"
+    starts = [w.start_s for w in stream.words]
+    assert starts == sorted(starts) and starts[-1] < seconds
+    for w in stream.words:
+        assert SENTENCE[w.char_start : w.char_end] == w.word
+
+
+async def test_espeak_longer_text_takes_longer_and_rate_matters() -> None:
+    short = b"".join((await collect(EspeakEngine(), "Yes."))[0])
+    long_ = b"".join((await collect(EspeakEngine(), SENTENCE))[0])
+    fast = b"".join((await collect(EspeakEngine(rate=350), SENTENCE))[0])
+    assert len(short) < len(long_) / 3
+    assert len(fast) < len(long_) * 0.75
+
+
+async def test_espeak_abandoned_stream_aborts_synthesis() -> None:
+    engine = EspeakEngine()
+    text = " ".join([SENTENCE] * 20)  # ~70 s of speech
+    stream = engine.stream(text)
+    first = await stream.__anext__()
+    assert first
+    await stream.aclose()
+    await wait_for(lambda: active_jobs() == 0)
+    assert stream.samples < engine.sample_rate * 5
+    chunks, _ = await collect(engine, "Still works.")  # the global instance is usable again
+    assert rms(b"".join(chunks)) > 500
+
+
+def test_espeak_unknown_voice_is_a_config_error() -> None:
+    with pytest.raises(ConfigError):
+        EspeakEngine("xx-not-a-voice").synthesize("hello")
+    with pytest.raises(ConfigError):
+        EspeakEngine(rate=10)
+
+
+def test_espeak_is_one_instance_per_process() -> None:
+    a = EspeakEngine()
+    b = EspeakEngine(voice="en", rate=200)
+    a.synthesize("one")
+    before = espeak_instance()
+    b.synthesize("two")
+    assert espeak_instance() is before
+
+
+# --------------------------------------------------------------------------------------------
+# Piper
+
+
+@needs_piper
+async def test_piper_loads_once_per_process() -> None:
+    first = PiperEngine()
+    await first.warm_up()
+    loads = piper_mod.load_count()
+    second = PiperEngine()
+    assert second.ready  # the process already holds the voice
+    await second.warm_up()
+    chunks, _ = await collect(second, "Hello.")
+    assert chunks
+    assert piper_mod.load_count() == loads
+
+
+@needs_piper
+async def test_piper_speaks_plausible_audio_sentence_by_sentence() -> None:
+    engine = PiperEngine()
+    await engine.warm_up()
+    text = "Hello there. " + SENTENCE
+    chunks, stream = await collect(engine, text)
+    assert len(chunks) == 2  # one chunk per sentence, the short one first
+    first_s = len(chunks[0]) / 2 / engine.sample_rate
+    second_s = len(chunks[1]) / 2 / engine.sample_rate
+    assert 0.4 < first_s < 2.0
+    assert 2.0 < second_s < 7.0
+    assert rms(chunks[0]) > 500 and rms(chunks[1]) > 500
+    assert [w.word for w in stream.words][:3] == ["Hello", "there.", "The"]
+    assert stream.words[2].start_s >= first_s  # second sentence's words come after the first
+    for w in stream.words:
+        assert text[w.char_start : w.char_end] == w.word
+
+
+@needs_piper
+def test_piper_producer_stops_between_sentences() -> None:
+    engine = PiperEngine()
+    engine.load()
+    got: list[bytes] = []
+
+    def emit(item: tuple[bytes, list[object]]) -> bool:
+        got.append(item[0])
+        return False  # the consumer left after the first chunk
+
+    engine._producer("One. Two. Three. Four.")(emit)
+    assert len(got) == 1 and got[0]
+
+
+@needs_piper
+async def test_piper_abandoned_stream_leaves_no_thread_running() -> None:
+    engine = PiperEngine()
+    await engine.warm_up()
+    stream = engine.stream("One. Two. Three. Four. Five. Six. Seven. Eight.")
+    assert await stream.__anext__()
+    await stream.aclose()
+    await wait_for(lambda: active_jobs() == 0)
+
+
+def test_create_engine_picks_piper_when_installed_else_espeak() -> None:
+    engine = create_engine()
+    assert engine.name == ("piper" if piper_available() else "espeak")
+    assert isinstance(create_engine("espeak", rate=200), EspeakEngine)
+    with pytest.raises(ConfigError):
+        create_engine("nope")
+    with pytest.raises(ConfigError):
+        create_engine("espeak", bogus=1)
