@@ -1,0 +1,380 @@
+"""One Silero VAD session per process, batched across every call's windows.
+
+Silero VAD (v5/v6 ONNX) is a small recurrent model with a batch dimension::
+
+    input  [B, C + W] float32   C samples of context (the audio just before the window) + window
+    state  [2, B, 128] float32  LSTM state, per stream
+    sr     int64 scalar         8000 (W=256, C=32) or 16000 (W=512, C=64)
+    ->  output [B, 1] speech probability,  stateN [2, B, 128]
+
+Each call owns a :class:`VadSlot` (its LSTM state). A call submits *jobs*: one or more
+consecutive windows (more than one when its gate opens and it sends the windows before the onset
+too). The :class:`SileroBatcher` collects the jobs submitted since its last run, packs them by
+sample rate into one ``[B, C+W]`` input per step (a job of k windows takes part in k steps; jobs
+are sorted longest first so each step's rows are a prefix) and runs them in one worker thread.
+onnxruntime releases the GIL while it runs, so the event loop keeps moving audio; results come
+back on the loop (``call_soon_threadsafe``) a few ms later, and the audio itself was never held.
+
+Overload: if runs are slower than real time, jobs wait. A slot holding more than
+``max_backlog`` waiting windows drops its oldest ones (they resolve as NaN: the caller decides
+what a dropped window means) and a run takes at most ``max_batch`` windows per step; the rest
+wait for the next run. Both are counted (:class:`BatchStats`). A slot closed while its windows
+are in a run has its results discarded (counted), never delivered.
+
+Runs are serialised (one in flight per batcher), so a slot's state is updated before its next
+window is packed. The batcher can also be pumped synchronously (:meth:`SileroBatcher.pump`),
+which the benchmark uses to replay many calls faster than real time with the same batch shapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from harken.errors import ConfigError
+from harken.speech.models import OrtSession, silero_session
+
+log = logging.getLogger("harken.speech.vad")
+
+__all__ = [
+    "CONTEXT",
+    "WINDOW",
+    "BatchStats",
+    "SileroBatcher",
+    "VadSlot",
+    "default_batcher",
+    "vad_executor",
+]
+
+#: samples per model window and context, by sample rate
+WINDOW: Final = {8000: 256, 16000: 512}
+CONTEXT: Final = {8000: 32, 16000: 64}
+
+F32Array = npt.NDArray[np.float32]
+#: ``deliver(first_index, probabilities)``: NaN marks a window dropped under overload
+Deliver = Callable[[int, F32Array], None]
+
+
+class VadSlot:
+    """One call's place in the batcher: its LSTM state and where its results go."""
+
+    __slots__ = ("closed", "deliver", "queued", "rate", "state", "waiting")
+
+    def __init__(self, rate: int, deliver: Deliver) -> None:
+        self.rate = rate
+        self.deliver = deliver
+        self.state: F32Array = np.zeros((2, 128), np.float32)
+        self.closed = False
+        self.queued = False  # present in the batcher's ready list
+        self.waiting: list[tuple[int, F32Array, bool]] = []  # (first index, windows, reset)
+
+    def reset_state(self) -> None:
+        self.state = np.zeros((2, 128), np.float32)
+
+
+@dataclass
+class BatchStats:
+    """Counters of one batcher (all since creation)."""
+
+    runs: int = 0
+    steps: int = 0
+    windows: int = 0
+    max_batch_seen: int = 0
+    dropped: int = 0  # windows dropped because a slot's backlog overflowed
+    deferred: int = 0  # windows left for a later run because a step was full
+    discarded: int = 0  # windows whose call closed before the result came back
+    busy_s: float = 0.0  # wall time spent inside session.run
+    batch_sizes: list[int] = field(default_factory=list)
+
+    @property
+    def mean_batch(self) -> float:
+        return self.windows / self.steps if self.steps else 0.0
+
+
+_Job = tuple[VadSlot, int, F32Array, F32Array]  # slot, first index, windows [k, C+W], state
+
+
+class SileroBatcher:
+    """Batches Silero windows of many calls into one ONNX run per tick.
+
+    ``tick_s`` is how long the first window waits for others before a run starts (a run also
+    waits for the previous one to finish). ``session`` defaults to the process-wide Silero
+    session; ``executor`` to the process-wide VAD thread.
+    """
+
+    def __init__(
+        self,
+        session: OrtSession | None = None,
+        *,
+        tick_s: float = 0.016,
+        max_batch: int = 512,
+        max_backlog: int = 24,
+        executor: ThreadPoolExecutor | None = None,
+        keep_batch_sizes: bool = False,
+    ) -> None:
+        if max_batch < 1 or max_backlog < 1 or tick_s < 0:
+            raise ConfigError("max_batch and max_backlog must be >= 1, tick_s >= 0")
+        self._session = session
+        self.tick_s = tick_s
+        self.max_batch = max_batch
+        self.max_backlog = max_backlog
+        self._executor = executor
+        self._keep_sizes = keep_batch_sizes
+        self.stats = BatchStats()
+        self._ready: list[VadSlot] = []
+        self._in_flight = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._idle: asyncio.Future[None] | None = None
+
+    @property
+    def session(self) -> OrtSession:
+        if self._session is None:
+            self._session = silero_session()
+        return self._session
+
+    # --- calls ------------------------------------------------------------------------------
+
+    def open(self, rate: int, deliver: Deliver) -> VadSlot:
+        """A slot for one call's stream at ``rate`` (8000 or 16000)."""
+        if rate not in WINDOW:
+            raise ConfigError(f"Silero VAD runs at 8000 or 16000 Hz, not {rate}")
+        return VadSlot(rate, deliver)
+
+    def close(self, slot: VadSlot) -> None:
+        """The call is over: forget its waiting windows, discard results still in flight."""
+        slot.closed = True
+        slot.waiting.clear()
+
+    def submit(
+        self, slot: VadSlot, first_index: int, windows: F32Array, *, reset: bool = False
+    ) -> None:
+        """Queue ``windows`` ([k, C+W], consecutive, starting at window ``first_index``).
+
+        ``reset`` zeroes the slot's LSTM state before the first of them (a fresh onset after a
+        long gap). Called on the event loop (or the pumping thread); never blocks.
+        """
+        if slot.closed:
+            return
+        waiting = slot.waiting
+        waiting.append((first_index, windows, reset))
+        backlog = sum(w.shape[0] for _, w, _ in waiting)
+        while backlog > self.max_backlog and len(waiting) > 1:
+            idx, old, _ = waiting.pop(0)
+            backlog -= old.shape[0]
+            self.stats.dropped += old.shape[0]
+            slot.deliver(idx, np.full(old.shape[0], np.nan, np.float32))
+        if not slot.queued:
+            slot.queued = True
+            self._ready.append(slot)
+        self._schedule()
+
+    # --- running ----------------------------------------------------------------------------
+
+    def _schedule(self) -> None:
+        if self._in_flight or self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # pumped synchronously (bench, tests)
+        self._loop = loop
+        self._timer = loop.call_later(self.tick_s, self._start)
+
+    def _collect(self) -> list[_Job]:
+        """Take the waiting jobs (on the loop): at most ``max_batch`` windows per step."""
+        jobs: list[_Job] = []
+        ready, self._ready = self._ready, []
+        budget = self.max_batch
+        for slot in ready:
+            slot.queued = False
+            if slot.closed or not slot.waiting:
+                continue
+            if budget <= 0:
+                self.stats.deferred += sum(w.shape[0] for _, w, _ in slot.waiting)
+                slot.queued = True
+                self._ready.append(slot)
+                continue
+            budget -= 1
+            first, windows, reset = slot.waiting.pop(0)
+            if len(slot.waiting) > 0:
+                # consecutive jobs of one slot are merged into one longer job
+                while slot.waiting and slot.waiting[0][0] == first + windows.shape[0]:
+                    _, more, more_reset = slot.waiting[0]
+                    if more_reset:
+                        break
+                    slot.waiting.pop(0)
+                    windows = np.concatenate([windows, more])
+                if slot.waiting:
+                    slot.queued = True
+                    self._ready.append(slot)
+            if reset:
+                slot.reset_state()
+            jobs.append((slot, first, windows, slot.state))
+        return jobs
+
+    def _start(self) -> None:
+        self._timer = None
+        if self._in_flight:
+            return
+        jobs = self._collect()
+        if not jobs:
+            self._set_idle()
+            return
+        self._in_flight = True
+        loop = self._loop
+        assert loop is not None
+        executor = self._executor or vad_executor()
+        executor.submit(self._work, jobs, loop)
+
+    def _work(self, jobs: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
+        """Worker thread: run the model, then hand the results back to the loop."""
+        try:
+            results: object = self._run(jobs)
+        except Exception as exc:  # noqa: BLE001 - reported on the loop, never lost
+            results = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting
+            loop.call_soon_threadsafe(self._finish, jobs, results)
+
+    def _finish(self, jobs: list[_Job], results: object) -> None:
+        self._in_flight = False
+        if isinstance(results, BaseException):
+            for slot, first, windows, _ in jobs:  # the model failed: those windows are lost
+                if not slot.closed:
+                    slot.deliver(first, np.full(windows.shape[0], np.nan, np.float32))
+            log.error("Silero VAD batch failed: %r", results)
+            self._schedule_next()
+            return
+        self._deliver(jobs, results)  # type: ignore[arg-type]
+        self._schedule_next()
+
+    def _schedule_next(self) -> None:
+        if self._ready:
+            self._schedule()
+        else:
+            self._set_idle()
+
+    def _run(self, jobs: list[_Job]) -> list[tuple[F32Array, F32Array]]:
+        """Pack, run and unpack (worker thread or pump). Returns (probs [k], state) per job."""
+        empty: F32Array = np.empty(0, np.float32)
+        out: list[tuple[F32Array, F32Array]] = [(empty, empty)] * len(jobs)
+        by_rate: dict[int, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_rate.setdefault(job[0].rate, []).append(i)
+        session = self.session
+        for rate, idxs in by_rate.items():
+            idxs.sort(key=lambda i: -jobs[i][2].shape[0])
+            n = len(idxs)
+            steps = jobs[idxs[0]][2].shape[0]
+            width = jobs[idxs[0]][2].shape[1]
+            state = np.empty((2, n, 128), np.float32)
+            for r, i in enumerate(idxs):
+                state[:, r] = jobs[i][3]
+            probs = np.empty((n, steps), np.float32)
+            x = np.empty((n, width), np.float32)
+            sr = np.array(rate, dtype=np.int64)
+            active = n
+            for s in range(steps):
+                while active and jobs[idxs[active - 1]][2].shape[0] <= s:
+                    active -= 1
+                for r in range(active):
+                    x[r] = jobs[idxs[r]][2][s]
+                t0 = time.perf_counter()
+                o, st = session.run(
+                    None, {"input": x[:active], "state": state[:, :active], "sr": sr}
+                )
+                self.stats.busy_s += time.perf_counter() - t0
+                probs[:active, s] = o[:, 0]
+                state[:, :active] = st
+                self.stats.steps += 1
+                self.stats.windows += active
+                self.stats.max_batch_seen = max(self.stats.max_batch_seen, active)
+                if self._keep_sizes:
+                    self.stats.batch_sizes.append(active)
+            for r, i in enumerate(idxs):
+                k = jobs[i][2].shape[0]
+                out[i] = (probs[r, :k], state[:, r].copy())
+        self.stats.runs += 1
+        return out
+
+    def _deliver(self, jobs: list[_Job], results: list[tuple[F32Array, F32Array]]) -> None:
+        for (slot, first, _, _), (probs, state) in zip(jobs, results, strict=True):
+            if slot.closed:
+                self.stats.discarded += probs.shape[0]
+                continue
+            slot.state = state
+            slot.deliver(first, probs)
+
+    def pump(self) -> int:
+        """Run everything waiting now, on this thread, and deliver; returns windows run.
+
+        For replaying calls faster than real time (bench) and for synchronous tests. Must not
+        be mixed with a loop-driven run in flight.
+        """
+        if self._in_flight:
+            raise RuntimeError("a batch is in flight on the event loop")
+        total = 0
+        while self._ready:
+            jobs = self._collect()
+            if not jobs:
+                break
+            self._deliver(jobs, self._run(jobs))
+            total += sum(j[2].shape[0] for j in jobs)
+        return total
+
+    # --- waiting (tests, shutdown) ----------------------------------------------------------
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight or self._timer is not None or bool(self._ready)
+
+    async def drain(self) -> None:
+        """Wait until nothing is waiting or in flight."""
+        while self.busy:
+            if self._idle is None or self._idle.done():
+                self._idle = asyncio.get_running_loop().create_future()
+            if not self._in_flight and self._timer is None:
+                self._schedule()
+            await self._idle
+
+    def _set_idle(self) -> None:
+        idle = self._idle
+        if idle is not None and not idle.done() and not self.busy:
+            idle.set_result(None)
+
+
+_EXECUTOR: ThreadPoolExecutor | None = None
+_EXECUTOR_LOCK = threading.Lock()
+_BATCHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SileroBatcher] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def vad_executor() -> ThreadPoolExecutor:
+    """The process-wide VAD worker thread (one: runs are serialised anyway)."""
+    global _EXECUTOR
+    if _EXECUTOR is None:
+        with _EXECUTOR_LOCK:
+            if _EXECUTOR is None:
+                _EXECUTOR = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harken-vad")
+    return _EXECUTOR
+
+
+def default_batcher() -> SileroBatcher:
+    """The batcher of the running event loop (one loop per worker process in production)."""
+    loop = asyncio.get_running_loop()
+    batcher = _BATCHERS.get(loop)
+    if batcher is None:
+        batcher = _BATCHERS[loop] = SileroBatcher()
+    return batcher
