@@ -162,6 +162,7 @@ class Espeak:
         self._job: _Job | None = None
         self._callback = _Callback(self._on_audio)  # referenced here so it is never collected
         self.syntheses = 0
+        self.samples = 0  # samples synthesised (a statistic; shows abandoned work stopping)
         self.voices: set[str] = set()  # voices whose data has been loaded
 
     def _on_audio(self, wav: Any, n: int, events: Any) -> int:
@@ -170,6 +171,7 @@ class Espeak:
             return 1
         pcm = ctypes.string_at(wav, n * 2) if n > 0 and wav else b""
         if pcm:
+            self.samples += n
             job.audio(pcm)
         words: list[WordTiming] = []
         i = 0

@@ -43,7 +43,7 @@ from harken.speech.tts.base import (
     voiced_span,
 )
 
-__all__ = ["PiperEngine", "default_voice", "load_count", "piper_available"]
+__all__ = ["PiperEngine", "default_voice", "load_count", "piper_available", "sentence_count"]
 
 log = logging.getLogger("harken.speech.tts")
 
@@ -57,11 +57,17 @@ Emit = Callable[[tuple[bytes, list[WordTiming]]], bool]
 _voices: dict[tuple[str, int, int], Any] = {}  # (model, intra-op threads, pid) -> PiperVoice
 _voices_lock = threading.Lock()
 _loads = 0
+_sentences = 0
 
 
 def load_count() -> int:
     """How many times a Piper model has been loaded in this process (warm-once checks)."""
     return _loads
+
+
+def sentence_count() -> int:
+    """Sentences synthesised in this process (a statistic; shows abandoned work stopping)."""
+    return _sentences
 
 
 def piper_available() -> bool:
@@ -195,9 +201,11 @@ class PiperEngine(TtsEngine):
         rate = self.sample_rate
 
         def produce(emit: Emit) -> None:
+            global _sentences
             voice = _load_voice(model, config, threads)
             done = 0  # samples emitted so far
             for sentence, offset in split_sentences(text):
+                _sentences += 1
                 start = done
                 first = last = -1.0  # voiced span of the sentence, seconds from its start
                 for chunk in voice.synthesize(sentence, syn):
