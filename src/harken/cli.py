@@ -31,11 +31,22 @@ def _run_bench(name: str, argv: list[str]) -> int:
     module_name, summary = BENCHES[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"harken bench {name}", description=summary)
-    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const=True,
+        default=False,
+        metavar="FILE",
+        help="print the figures as one JSON object; with FILE, write it there and print the report",
+    )
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     result = module.run(args)
-    if args.json:
+    if isinstance(args.json, str):
+        with open(args.json, "wb") as f:
+            f.write(orjson.dumps(result, option=orjson.OPT_INDENT_2) + b"\n")
+        sys.stdout.write(module.report(result) + "\n")
+    elif args.json:
         sys.stdout.write(orjson.dumps(result).decode() + "\n")
     else:
         sys.stdout.write(module.report(result) + "\n")

@@ -1,0 +1,462 @@
+"""A lean Twilio Media Streams load generator: hundreds of calls on one core.
+
+The per-call emulator of :mod:`harken.testing.twilio` (aiohttp, three tasks per call, a full
+record of everything) is the faithful model for tests; it is too heavy for 500 calls on one
+core. This generator speaks the same protocol with the smallest possible cost per message:
+
+* **picows client connections** with a callback listener: no reader task, no task per call;
+* **one scheduler for all calls**: every call sends a ``media`` message every 20 ms on its own
+  *absolute* schedule (``slot due time = base + n * period / slots``); call phases are spread
+  over ``slots`` slots of the 20 ms period, so the load is smooth. A send later than
+  ``late_s`` past its due time is counted; a late call catches up (sends everything it owes,
+  in order), it never skips;
+* **pre-encoded messages**: each script frame's base64 payload is built once; a send formats
+  only the sequence number, chunk and timestamp;
+* **byte-count matching** for round trips (:class:`~harken.bench._measure.FrameMatcher`);
+* **mark echoes** from a playback clock per call (:class:`~harken.bench._measure.PlayClock`),
+  flushed on the call's own 20 ms tick, so marks cost no timers;
+* for the ``vad`` scenario, the agent's reply is recognised by content (the generator knows the
+  reply clip; its first 20 ms are searched for in the received audio, across chunk borders) and
+  the reply latency (end of a caller utterance -> first reply audio received) is measured. The
+  ``bench_vad`` agents answer *in place of* the echo, one reply frame per caller frame, so the
+  byte count of the returned stream still matches the caller's and the round trip of every
+  chunk is measured the same way in both scenarios.
+
+One :class:`LoadGen` runs one level (N calls): ramp, warm-up, measurement window, grace, stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+from array import array
+from binascii import a2b_base64
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from time import monotonic
+
+import orjson
+from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+
+from harken.bench._measure import FrameMatcher, PlayClock
+
+FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
+PERIOD_S = 0.020
+TEXT = WSMsgType.TEXT
+_loads = orjson.loads
+
+
+@dataclass(frozen=True, slots=True)
+class CallerScript:
+    """What every call plays, looped: 160-byte µ-law frames, and for ``vad`` where each caller
+    utterance ends and the reply the agent answers with.
+
+    ``utterance_ends``: script frame indices that carry the last speech of an utterance.
+    ``reply``: the agent's reply as µ-law bytes (what the server sends back at a turn end)."""
+
+    frames: tuple[bytes, ...]
+    utterance_ends: frozenset[int] = frozenset()
+    reply: bytes = b""
+    payloads: tuple[bytes, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.frames or any(len(f) != FRAME_BYTES for f in self.frames):
+            raise ValueError("a caller script is a non-empty sequence of 160-byte frames")
+        object.__setattr__(self, "payloads", tuple(base64.b64encode(f) for f in self.frames))
+
+
+@dataclass(slots=True)
+class Totals:
+    """Counters of one level, filled by the calls and the scheduler."""
+
+    w0: float = float("inf")  # measurement window [w0, w1) on the monotonic clock
+    w1: float = float("inf")
+    connected: int = 0
+    connect_failed: int = 0
+    dropped: int = 0  # closed by the far end before the level ended
+    sent_frames: int = 0
+    window_frames: int = 0  # frames sent inside the window: the expected echo
+    echoed_bytes: int = 0  # received bytes attributed to frames sent inside the window
+    unmatched_bytes: int = 0  # received beyond what was sent (should stay 0)
+    late_sends: int = 0  # inside the window
+    max_late_s: float = 0.0
+    marks_echoed: int = 0
+    clears: int = 0
+    bad_messages: int = 0
+    replies: int = 0  # reply starts recognised (any time)
+    turns: int = 0  # utterances that ended inside the window
+    replied_turns: int = 0
+    rtts: array[float] = field(default_factory=lambda: array("d"))
+    reply_latencies: array[float] = field(default_factory=lambda: array("d"))
+
+    def in_window(self, t: float) -> bool:
+        return self.w0 <= t < self.w1
+
+
+class LeanCall(WSListener):
+    """One emulated Twilio call: the picows listener *is* the call (no task)."""
+
+    __slots__ = (
+        "account_sid",
+        "call_sid",
+        "clock",
+        "closed",
+        "ending",
+        "frame_k",
+        "gen",
+        "head",
+        "matcher",
+        "offset",
+        "seq",
+        "slot",
+        "stream_sid",
+        "t_start",
+        "tail",
+        "transport",
+        "turn_ends",
+    )
+
+    def __init__(self, gen: LoadGen, offset: int) -> None:
+        super().__init__()
+        self.gen = gen
+        self.offset = offset  # where in the script this call starts
+        self.stream_sid = "MZ" + secrets.token_hex(16)
+        self.call_sid = "CA" + secrets.token_hex(16)
+        self.account_sid = "AC" + "0" * 32
+        self.head = (
+            b'{"event":"media","streamSid":"' + self.stream_sid.encode() + b'","sequenceNumber":"'
+        )
+        self.transport: WSTransport | None = None
+        self.matcher = FrameMatcher(FRAME_BYTES)
+        self.clock = PlayClock()
+        self.seq = 0
+        self.frame_k = 0
+        self.slot = -1
+        self.t_start = 0.0
+        self.closed = False
+        self.ending = False
+        self.tail = b""  # vad: the last received bytes, to find a reply straddling chunks
+        self.turn_ends: list[float] = []  # send times of utterance ends not yet answered
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def _send(self, payload: bytes) -> None:
+        t = self.transport
+        if t is not None and not self.closed:
+            t.send(TEXT, payload)
+
+    def begin(self) -> None:
+        """Send ``connected`` and ``start`` (the call is then scheduled by the caller)."""
+        self.seq = 1
+        self._send(b'{"event":"connected","protocol":"Call","version":"1.0.0"}')
+        start = {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": self.stream_sid,
+            "start": {
+                "accountSid": self.account_sid,
+                "streamSid": self.stream_sid,
+                "callSid": self.call_sid,
+                "tracks": ["inbound"],
+                "customParameters": {},
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            },
+        }
+        self.t_start = monotonic()
+        self._send(orjson.dumps(start))
+
+    def send_media(self, due: float) -> None:
+        """The scheduler's call: one media frame, due at ``due``."""
+        gen = self.gen
+        script = gen.script
+        k = self.frame_k
+        self.frame_k = k + 1
+        self.seq += 1
+        idx = (self.offset + k) % len(script.frames)
+        msg = (
+            self.head
+            + b'%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"'
+            % (self.seq, k + 1, int((due - self.t_start) * 1000))
+            + script.payloads[idx]
+            + b'"}}'
+        )
+        now = monotonic()
+        t = self.transport
+        if t is None or self.closed:
+            return
+        t.send(TEXT, msg)
+        self.matcher.times.append(now)
+        self.matcher.sent_frames += 1
+        tot = gen.totals
+        tot.sent_frames += 1
+        if tot.w0 <= now < tot.w1:
+            tot.window_frames += 1
+            late = now - due
+            if late > gen.late_s:
+                tot.late_sends += 1
+            if late > tot.max_late_s:
+                tot.max_late_s = late
+        if idx in script.utterance_ends:
+            self.turn_ends.append(now)
+            if tot.w0 <= now < tot.w1:
+                tot.turns += 1
+        if self.clock.pending:
+            for name in self.clock.due(now):
+                self._echo_mark(name)
+
+    def _echo_mark(self, name: str) -> None:
+        self.seq += 1
+        self._send(
+            b'{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":%s}}'
+            % (self.seq, self.stream_sid.encode(), orjson.dumps(name))
+        )
+        self.gen.totals.marks_echoed += 1
+
+    def hang_up(self) -> None:
+        """Send ``stop`` and close, as Twilio does when the caller hangs up."""
+        if self.closed or self.transport is None:
+            return
+        self.ending = True
+        self.seq += 1
+        self._send(
+            b'{"event":"stop","sequenceNumber":"%d","streamSid":"%s","stop":'
+            b'{"accountSid":"%s","callSid":"%s"}}'
+            % (
+                self.seq,
+                self.stream_sid.encode(),
+                self.account_sid.encode(),
+                self.call_sid.encode(),
+            )
+        )
+        self.transport.send_close()
+        self.transport.disconnect()
+
+    # --- receiving (picows callbacks) --------------------------------------------------------
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        if not self.closed:
+            self.closed = True
+            self.gen.call_closed(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        now = monotonic()
+        if frame.msg_type is not TEXT:
+            if frame.msg_type is WSMsgType.CLOSE:
+                transport.send_close(frame.get_close_code())
+                transport.disconnect()
+            elif frame.msg_type is WSMsgType.BINARY:
+                self.gen.totals.bad_messages += 1
+            return
+        try:
+            msg = _loads(frame.get_payload_as_bytes())
+            event = msg["event"]
+            if event == "media":
+                self._media(msg["media"]["payload"], now)
+            elif event == "mark":
+                for name in self.clock.mark(msg["mark"]["name"], now):
+                    self._echo_mark(name)
+            elif event == "clear":
+                self.gen.totals.clears += 1
+                for name in self.clock.clear(now):
+                    self._echo_mark(name)
+            else:
+                self.gen.totals.bad_messages += 1
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            self.gen.totals.bad_messages += 1
+
+    def _media(self, payload: str, now: float) -> None:
+        n = len(payload) * 3 // 4 - payload.count("=", -2)
+        self.clock.media(n, now)
+        gen = self.gen
+        tot = gen.totals
+        head = gen.reply_head
+        if head:  # vad: is the agent's reply starting in this chunk?
+            audio = self.tail + a2b_base64(payload)
+            if head in audio:
+                self._reply_started(now)
+            self.tail = audio[-len(head) + 1 :]
+        frame = self.matcher.received(n)
+        if frame < 0:
+            tot.unmatched_bytes += n
+            return
+        sent = self.matcher.times[frame]
+        if tot.w0 <= sent < tot.w1:
+            tot.echoed_bytes += n
+            tot.rtts.append(now - sent)
+
+    def _reply_started(self, now: float) -> None:
+        tot = self.gen.totals
+        tot.replies += 1
+        ends = self.turn_ends
+        if not ends:
+            return
+        end = ends[-1]  # the latest utterance end before this reply; older ones went unanswered
+        ends.clear()
+        if tot.w0 <= end < tot.w1:
+            tot.replied_turns += 1
+            tot.reply_latencies.append(now - end)
+
+
+class Scheduler:
+    """One timer for every call's media: ``slots`` phases per 20 ms period, absolute times."""
+
+    def __init__(self, slots: int = 20, period: float = PERIOD_S) -> None:
+        self.slots: list[list[LeanCall]] = [[] for _ in range(slots)]
+        self.step = period / slots
+        self.base = 0.0
+        self.n = 0  # next slot tick to run
+        self.ticks = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, call: LeanCall) -> None:
+        slot = min(range(len(self.slots)), key=lambda s: len(self.slots[s]))
+        call.slot = slot
+        self.slots[slot].append(call)
+        if self._handle is None:
+            self._loop = asyncio.get_running_loop()
+            self.base, self.n = monotonic(), 0
+            # the first run of this slot from now on
+            self.n = slot
+            self._arm()
+
+    def remove(self, call: LeanCall) -> None:
+        if call.slot >= 0:
+            with contextlib.suppress(ValueError):
+                self.slots[call.slot].remove(call)
+            call.slot = -1
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _arm(self) -> None:
+        assert self._loop is not None
+        # loop.time() is time.monotonic() on the default loop; the due time is absolute
+        self._handle = self._loop.call_at(self.base + self.n * self.step, self._tick)
+
+    def _tick(self) -> None:
+        self.ticks += 1
+        slots, nslots, step, base = self.slots, len(self.slots), self.step, self.base
+        n = self.n
+        now = monotonic()
+        while True:
+            due = base + n * step
+            if due > now:
+                break
+            for call in slots[n % nslots]:
+                call.send_media(due)
+            n += 1
+            now = monotonic()
+        if not any(slots):
+            self.n = n
+            self._handle = None
+            return
+        while not slots[n % nslots]:  # skip empty phases: no wake-up for nothing
+            n += 1
+        self.n = n
+        self._arm()
+
+
+ProgressFn = Callable[[str, float, "Totals"], None]
+
+
+class LoadGen:
+    """Runs one level: ``calls`` calls against ``url`` (see :meth:`run`)."""
+
+    def __init__(
+        self,
+        url: str,
+        script: CallerScript,
+        *,
+        late_s: float = 0.005,
+        slots: int = 20,
+        seed: int = 1,
+    ) -> None:
+        self.url = url
+        self.script = script
+        self.reply_head = script.reply[:FRAME_BYTES]
+        self.late_s = late_s
+        self.totals = Totals()
+        self.scheduler = Scheduler(slots)
+        self.calls: list[LeanCall] = []
+        self._offsets = _offsets(seed, len(script.frames))
+        self._all_closed: asyncio.Event | None = None
+
+    def call_closed(self, call: LeanCall) -> None:
+        self.scheduler.remove(call)
+        if not call.ending:
+            self.totals.dropped += 1
+        if self._all_closed is not None and all(c.closed for c in self.calls):
+            self._all_closed.set()
+
+    async def _open(self, i: int, media: bool) -> None:
+        offset = next(self._offsets)
+        try:
+            _, call = await ws_connect(
+                lambda: LeanCall(self, offset),
+                self.url,
+                websocket_handshake_timeout=10,
+                enable_auto_pong=True,
+                logger_name="harken.bench",
+            )
+        except Exception:  # noqa: BLE001 - refused (503), reset, timed out: a failed call
+            self.totals.connect_failed += 1
+            return
+        assert isinstance(call, LeanCall)
+        self.calls.append(call)
+        self.totals.connected += 1
+        call.begin()
+        if media:
+            self.scheduler.add(call)
+
+    async def ramp(
+        self, calls: int, rate: float, media: bool = True, progress: ProgressFn | None = None
+    ) -> None:
+        """Open ``calls`` calls, ``rate`` per second, each starting its media at once."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        pending: set[asyncio.Task[None]] = set()
+        for i in range(calls):
+            delay = t0 + i / rate - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            task = loop.create_task(self._open(i, media))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            if progress is not None and i % 10 == 0:
+                progress("ramp", (i + 1) / calls, self.totals)
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def hang_up_all(self, timeout: float = 5.0) -> None:
+        self.scheduler.stop()
+        self._all_closed = asyncio.Event()
+        for call in self.calls:
+            self.scheduler.remove(call)
+            call.hang_up()
+        if all(c.closed for c in self.calls):
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._all_closed.wait(), timeout)
+        for call in self.calls:  # whoever did not close in time
+            if not call.closed and call.transport is not None:
+                call.transport.disconnect(graceful=False)
+
+    @property
+    def live(self) -> int:
+        return sum(1 for c in self.calls if not c.closed)
+
+
+def _offsets(seed: int, n: int) -> Iterator[int]:
+    """Deterministic, spread-out script offsets for successive calls (golden-ratio sequence)."""
+    k = seed
+    while True:
+        k += 1
+        yield int((k * 0.6180339887498949 % 1.0) * n)
