@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 
 from harken.errors import ConfigError, ServiceError
-from harken.speech.tts import EspeakEngine, PiperEngine, create_engine, piper_available
+from harken.speech.tts import (
+    CachedEngine,
+    EspeakEngine,
+    PiperEngine,
+    create_engine,
+    piper_available,
+)
 from harken.speech.tts import piper as piper_mod
 from harken.speech.tts.base import (
     TtsEngine,
@@ -250,3 +256,41 @@ def test_create_engine_picks_piper_when_installed_else_espeak() -> None:
         create_engine("nope")
     with pytest.raises(ConfigError):
         create_engine("espeak", bogus=1)
+
+
+# --------------------------------------------------------------------------------------------
+# phrase cache
+
+
+async def test_cached_engine_replays_short_clauses_without_synthesising() -> None:
+    engine = CachedEngine(EspeakEngine(), phrases=["Sure."], max_chars=20)
+    await engine.warm_up()
+    assert len(engine) == 1 and engine.misses == 1
+    espeak = espeak_instance()
+    before = espeak.syntheses
+    chunks, stream = await collect(engine, "Sure.")
+    assert espeak.syntheses == before  # served from the cache
+    assert engine.hits == 1
+    assert rms(b"".join(chunks)) > 1000
+    assert [w.word for w in stream.words] == ["Sure"] and not stream.estimated
+    # a new short clause is synthesised once, then cached
+    await collect(engine, "Got it.")
+    await collect(engine, "Got it.")
+    assert espeak.syntheses == before + 1 and engine.hits == 2
+    # long text streams through uncached, with the engine's word timing
+    chunks, stream = await collect(engine, SENTENCE)
+    assert espeak.syntheses == before + 2 and len(engine) == 2
+    assert stream.words[-1].word == "bank"
+
+
+async def test_cached_engine_does_not_keep_abandoned_syntheses() -> None:
+    engine = CachedEngine(EspeakEngine(), phrases=[], max_chars=2000)
+    text = " ".join([SENTENCE] * 5)
+    stream = engine.stream(text)
+    assert await stream.__anext__()
+    await stream.aclose()
+    assert len(engine) == 0
+    chunks, _ = await collect(engine, text)
+    assert len(engine) == 1 and engine.misses == 1
+    cached, _ = await collect(engine, text)
+    assert cached == chunks and engine.hits == 1

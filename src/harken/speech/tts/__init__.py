@@ -11,6 +11,9 @@ Engines (all share :class:`TtsEngine`: ``stream(text)`` -> async iterator of int
 ``CartesiaTts``    remote    Cartesia WebSocket, one warm multiplexed connection, timestamps
 =================  ========  ==========================================================
 
+``CachedEngine(engine)`` wraps any of them with a process-wide cache of short clauses (the
+recurring first clause of a reply: "Sure.", "Let me check,") filled at warm-up.
+
 :func:`create_engine` builds one by name; ``"auto"`` (the default) is Piper when the extra is
 installed, else espeak-ng. Local models load **once per process**: call ``await
 engine.warm_up()`` at server start-up (it also runs one tiny synthesis) so no call pays for it.
@@ -35,6 +38,7 @@ from harken.speech.tts.base import (
     estimate_words,
     executor,
 )
+from harken.speech.tts.cache import COMMON_OPENERS, CachedEngine
 from harken.speech.tts.cartesia import CartesiaProtocol, CartesiaTts
 from harken.speech.tts.espeak import EspeakEngine
 from harken.speech.tts.openai import OpenAITts
@@ -42,7 +46,9 @@ from harken.speech.tts.piper import PiperEngine, piper_available
 from harken.speech.tts.service import TtsService, UtteranceRecord
 
 __all__ = [
+    "COMMON_OPENERS",
     "ENGINES",
+    "CachedEngine",
     "CartesiaProtocol",
     "CartesiaTts",
     "EspeakEngine",
@@ -70,11 +76,12 @@ ENGINES: dict[str, type[TtsEngine]] = {
 }
 
 
-def create_engine(name: str = "auto", **options: Any) -> TtsEngine:
+def create_engine(name: str = "auto", *, cache: bool = False, **options: Any) -> TtsEngine:
     """Build a TTS engine by name: ``auto``, ``piper``, ``espeak``, ``openai``, ``cartesia``.
 
     ``auto`` is Piper when the ``piper`` extra is installed, else espeak-ng (the default install
-    still speaks, offline). ``options`` go to the engine's constructor.
+    still speaks, offline). ``cache=True`` wraps it in a :class:`CachedEngine` (common openers
+    synthesised at warm-up). ``options`` go to the engine's constructor.
     """
     if name == "auto":
         if piper_available():
@@ -86,6 +93,7 @@ def create_engine(name: str = "auto", **options: Any) -> TtsEngine:
     if cls is None:
         raise ConfigError(f"unknown TTS engine {name!r} (one of auto, {', '.join(ENGINES)})")
     try:
-        return cls(**options)
+        engine = cls(**options)
     except TypeError as exc:
         raise ConfigError(f"bad options for TTS engine {name!r}: {exc}") from exc
+    return CachedEngine(engine) if cache else engine

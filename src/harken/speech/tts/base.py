@@ -32,7 +32,7 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
 
@@ -227,8 +227,8 @@ class TtsEngine(abc.ABC):
     start-up; :attr:`ready` says whether that has happened.
     """
 
-    name: ClassVar[str] = "tts"
-    local: ClassVar[bool] = True  # True: runs on this machine's CPU (executor); False: remote
+    name: str = "tts"
+    local: bool = True  # True: runs on this machine's CPU (executor); False: remote
     sample_rate: int = 22050
 
     def stream(self, text: str) -> TtsStream:

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -113,13 +114,49 @@ class UtteranceRecord:
 class _Utterance:
     """Streaming state of the utterance being synthesised (resampler, rechunker)."""
 
-    __slots__ = ("rechunker", "record", "resampler", "started")
+    __slots__ = ("pending", "rechunker", "record", "resampler", "started", "step")
 
-    def __init__(self, record: UtteranceRecord, resampler: Resampler, frame_ms: int) -> None:
+    def __init__(
+        self, record: UtteranceRecord, resampler: Resampler, frame_ms: int, in_rate: int
+    ) -> None:
         self.record = record
         self.resampler = resampler
         self.rechunker = Rechunker(record.sample_rate, frame_ms)
         self.started = 0.0
+        # engine audio is resampled one frame at a time: a whole sentence in one call would
+        # make a large matrix product (BLAS may hand it to other threads: tens of ms on a busy
+        # machine) and hold back the first frame until the last one is converted
+        self.step = max(2, in_rate * frame_ms // 1000 * 2)
+        self.pending = bytearray()
+
+    def convert(self, pcm: bytes) -> Iterator[bytes]:
+        """Output frames for engine audio ``pcm``, as each input frame is converted."""
+        buf = self.pending
+        buf += pcm
+        step, n = self.step, len(buf) - len(buf) % self.step
+        if not n:
+            return
+        view = memoryview(buf)
+        try:
+            for i in range(0, n, step):
+                yield from self.rechunker.push(self.resampler.process(view[i : i + step]))
+        finally:
+            view.release()
+            del buf[:n]
+
+    def drain(self) -> Iterator[bytes]:
+        """The end of a clause: everything still held, the last frame possibly short."""
+        rest = bytes(self.pending)
+        self.pending.clear()
+        yield from self.rechunker.push(self.resampler.process(rest) + self.resampler.flush())
+        tail = self.rechunker.flush(pad=False)
+        if tail:
+            yield tail
+
+    def reset(self) -> None:
+        self.pending.clear()
+        self.rechunker.clear()
+        self.resampler.reset()
 
 
 class TtsService(ServiceStage):
@@ -257,7 +294,7 @@ class TtsService(ServiceStage):
             quality=self.quality,
             chunk_hint=self.engine.sample_rate * self.frame_ms // 1000,
         )
-        utt = _Utterance(record, resampler, self.frame_ms)
+        utt = _Utterance(record, resampler, self.frame_ms, self.engine.sample_rate)
         utt.started = asyncio.get_running_loop().time()
         self._current = utt
         self.records[uid] = record
@@ -281,25 +318,20 @@ class TtsService(ServiceStage):
         rec.clauses.append((char_offset, clause_start))
         if rec.first_audio_s is None:
             utt.started = asyncio.get_running_loop().time()
-        resampler, rechunker = utt.resampler, utt.rechunker
         stream = self.engine.stream(clause)
         complete = False
         try:
             async with contextlib.aclosing(stream):
                 async for pcm in stream:
-                    for chunk in rechunker.push(resampler.process(pcm)):
+                    for chunk in utt.convert(pcm):
                         self._audio(utt, chunk)
-            for chunk in rechunker.push(resampler.flush()):
+            for chunk in utt.drain():
                 self._audio(utt, chunk)
-            rest = rechunker.flush(pad=False)
-            if rest:
-                self._audio(utt, rest)
             complete = True
         finally:
             if not complete:
-                rechunker.clear()
-                resampler.reset()
-            delay = resampler.delay_s  # the filter delays the audio, so the words too
+                utt.reset()
+            delay = utt.resampler.delay_s  # the filter delays the audio, so the words too
             self._note_words(rec, stream, clause, char_offset, clause_start + delay, complete)
 
     def _audio(self, utt: _Utterance, pcm: bytes) -> None:
