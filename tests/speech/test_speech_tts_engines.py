@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -294,3 +295,13 @@ async def test_cached_engine_does_not_keep_abandoned_syntheses() -> None:
     assert len(engine) == 1 and engine.misses == 1
     cached, _ = await collect(engine, text)
     assert cached == chunks and engine.hits == 1
+
+
+def test_without_piper_the_default_is_espeak_with_an_install_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "piper", None)  # as if the extra were not installed
+    assert not piper_available()
+    assert isinstance(create_engine(), EspeakEngine)
+    with pytest.raises(ConfigError, match=r"harken\[piper\]"):
+        PiperEngine()

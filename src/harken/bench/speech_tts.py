@@ -13,6 +13,8 @@ all inside. Engines are warmed up first (their load time is reported separately)
   second of audio, from the engine alone, so < 1 is faster than real time).
 * **concurrent** (``--tts-concurrency`` calls starting a short clause at the same instant): p50
   time to first audio, which shows how the shared executor queues work.
+* **CPU** (``cpu_ms_p50``): thread CPU time to synthesise one short clause, the time to first
+  audio an idle core would give (load-independent, unlike the wall-clock figures).
 * **cached**: the same short clauses through a :class:`~harken.speech.tts.CachedEngine` filled
   at warm-up (what recurring openers such as "Sure." get in production).
 
@@ -171,6 +173,16 @@ async def _bench_engine(engine: TtsEngine, args: argparse.Namespace) -> dict[str
     cached = [await probe.speak(c) for _ in range(args.tts_repeats) for c in SHORT_CLAUSES]
     await probe.stop()
 
+    # CPU time of one short clause's synthesis on this thread: the time to first audio an idle
+    # core would give, whatever the machine's load
+    cpu: list[float] = []
+    synthesize = getattr(engine, "synthesize", None)
+    if synthesize is not None:
+        for clause in SHORT_CLAUSES:
+            t = time.thread_time()
+            synthesize(clause)
+            cpu.append(time.thread_time() - t)
+
     ms = 1000.0
     return {
         "load_s": round(load_s, 3),
@@ -183,6 +195,7 @@ async def _bench_engine(engine: TtsEngine, args: argparse.Namespace) -> dict[str
         f"concurrent{n}_first_audio_ms_p50": round(statistics.median(concurrent) * ms, 1),
         f"concurrent{n}_first_audio_ms_p95": round(_pct(concurrent, 0.95) * ms, 1),
         "cached_first_audio_ms_p50": round(statistics.median(cached) * ms, 1),
+        "cpu_ms_p50": round(statistics.median(cpu) * ms, 1) if cpu else None,
         "samples": len(short),
     }
 
@@ -246,6 +259,7 @@ def report_tts(result: dict[str, Any]) -> str:
             f" ms | RTF {fig['rtf']}"
             + (f" | {conc[0].split('_')[0]} p50 {fig[conc[0]]} ms" if conc else "")
             + f" | cached phrase p50 {fig['cached_first_audio_ms_p50']} ms"
+            + f" | CPU per short clause p50 {fig['cpu_ms_p50']} ms"
         )
     return "\n".join(lines)
 
