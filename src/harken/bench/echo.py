@@ -161,32 +161,33 @@ async def _primer(url: str, script: CallerScript) -> None:
 
 
 async def run_level(
-    server: Server,
+    url: str,
+    pid: int,
     script: CallerScript,
     calls: int,
     args: argparse.Namespace,
     progress: Progress,
 ) -> Record:
-    await _primer(server.ws_url, script)
-    idle = sample_tree(server.pid)
+    """One level against the server at ``url`` whose process tree is ``pid``."""
+    await _primer(url, script)
+    idle = sample_tree(pid)
     load0 = load_average()
-    gen = LoadGen(server.ws_url, script, late_s=args.late_ms / 1000)
+    gen = LoadGen(url, script, late_s=args.late_ms / 1000)
     tot = gen.totals
     await gen.ramp(calls, args.ramp_rate, progress=progress.show)
     await _wait(args.warmup, "warm-up", tot, progress)
     gc.collect()
-    a, sa = sample_tree(server.pid), sample_self()
+    a, sa = sample_tree(pid), sample_self()
     tot.w0 = time.monotonic()
     tot.w1 = tot.w0 + args.duration
     await _wait(args.duration, "measure", tot, progress)
-    b, sb = sample_tree(server.pid), sample_self()
+    b, sb = sample_tree(pid), sample_self()
     live = gen.live
     await _wait(args.grace, "grace", tot, progress)
     await gen.hang_up_all()
     load1 = load_average()
     expected = tot.window_frames * 160
     rec: Record = {
-        "system": server.system,
         "scenario": args.scenario_now,
         "calls": calls,
         "connected": tot.connected,
@@ -235,28 +236,29 @@ async def run_level(
     return rec
 
 
-async def run_idle(server: Server, script: CallerScript, calls: int, rate: float) -> Record:
+async def run_idle(
+    url: str, pid: int, script: CallerScript, calls: int, rate: float, settle: float = 1.5
+) -> Record:
     """RSS per idle call as a slope: a third of the calls, then all of them (started, no media)."""
-    await _primer(server.ws_url, script)
-    gen = LoadGen(server.ws_url, script)
+    await _primer(url, script)
+    gen = LoadGen(url, script)
     first = max(1, calls // 3)
     await gen.ramp(first, rate, media=False)
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(settle)
     gc.collect()
-    a = sample_tree(server.pid)
+    a = sample_tree(pid)
     n_a = gen.live
-    gen2 = LoadGen(server.ws_url, script)
+    gen2 = LoadGen(url, script)
     await gen2.ramp(calls - first, rate, media=False)
-    await asyncio.sleep(1.5)
-    b = sample_tree(server.pid)
+    await asyncio.sleep(settle)
+    b = sample_tree(pid)
     n_b = n_a + gen2.live
-    await asyncio.sleep(1.0)
-    c = sample_tree(server.pid)
+    await asyncio.sleep(settle / 2)
+    c = sample_tree(pid)
     await gen.hang_up_all()
     await gen2.hang_up_all()
     per_call = (b.rss_kb - a.rss_kb) / (n_b - n_a) if n_b > n_a else None
     return {
-        "system": server.system,
         "idle_calls": n_b,
         "idle_failed": calls - n_b,
         "idle_rss_kb_per_call": round(per_call, 1) if per_call is not None else None,
@@ -352,11 +354,17 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 server = _start(system, scenario, args, bench_dir, server_core, reply, tag, 0)
                 try:
                     rec = asyncio.run(
-                        run_idle(server, scripts[scenario], args.idle_calls, args.ramp_rate)
+                        run_idle(
+                            server.ws_url,
+                            server.pid,
+                            scripts[scenario],
+                            args.idle_calls,
+                            args.ramp_rate,
+                        )
                     )
                 finally:
                     server.stop()
-                rec["scenario"] = scenario
+                rec = {"system": system, "scenario": scenario, **rec}
                 idle.append(rec)
                 progress.done(
                     f"{progress.label} {rec['idle_rss_kb_per_call']} KB RSS per idle call"
@@ -365,10 +373,14 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 progress.label = f"[{tag} {calls} calls]"
                 server = _start(system, scenario, args, bench_dir, server_core, reply, tag, calls)
                 try:
-                    rec = asyncio.run(run_level(server, scripts[scenario], calls, args, progress))
+                    rec = asyncio.run(
+                        run_level(
+                            server.ws_url, server.pid, scripts[scenario], calls, args, progress
+                        )
+                    )
                 finally:
                     code = server.stop()
-                rec["server_exit"] = code
+                rec = {"system": system, **rec, "server_exit": code}
                 records.append(rec)
                 progress.done(f"{progress.label} " + _report.level_line(rec))
                 if args.sweep and _stop(rec, args):

@@ -45,6 +45,7 @@ from harken.bench._measure import FrameMatcher, PlayClock
 FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
 PERIOD_S = 0.020
 TEXT = WSMsgType.TEXT
+_MEDIA = b'%b%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%b'
 _loads = orjson.loads
 
 
@@ -60,11 +61,13 @@ class CallerScript:
     utterance_ends: frozenset[int] = frozenset()
     reply: bytes = b""
     payloads: tuple[bytes, ...] = field(init=False)
+    tails: tuple[bytes, ...] = field(init=False)  # payload + the message's closing bytes
 
     def __post_init__(self) -> None:
         if not self.frames or any(len(f) != FRAME_BYTES for f in self.frames):
             raise ValueError("a caller script is a non-empty sequence of 160-byte frames")
         object.__setattr__(self, "payloads", tuple(base64.b64encode(f) for f in self.frames))
+        object.__setattr__(self, "tails", tuple(p + b'"}}' for p in self.payloads))
 
 
 @dataclass(slots=True)
@@ -112,6 +115,7 @@ class LeanCall(WSListener):
         "seq",
         "slot",
         "stream_sid",
+        "t_media",
         "t_start",
         "tail",
         "transport",
@@ -135,6 +139,7 @@ class LeanCall(WSListener):
         self.frame_k = 0
         self.slot = -1
         self.t_start = 0.0
+        self.t_media = 0.0
         self.closed = False
         self.ending = False
         self.tail = b""  # vad: the last received bytes, to find a reply straddling chunks
@@ -173,14 +178,16 @@ class LeanCall(WSListener):
         script = gen.script
         k = self.frame_k
         self.frame_k = k + 1
+        if k == 0:
+            self.t_media = due  # media timestamps count from the first frame's slot
         self.seq += 1
         idx = (self.offset + k) % len(script.frames)
-        msg = (
-            self.head
-            + b'%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"'
-            % (self.seq, k + 1, int((due - self.t_start) * 1000))
-            + script.payloads[idx]
-            + b'"}}'
+        msg = _MEDIA % (
+            self.head,
+            self.seq,
+            k + 1,
+            int((due - self.t_media) * 1000),
+            script.tails[idx],
         )
         now = monotonic()
         t = self.transport
@@ -252,12 +259,20 @@ class LeanCall(WSListener):
             elif frame.msg_type is WSMsgType.BINARY:
                 self.gen.totals.bad_messages += 1
             return
+        data = frame.get_payload_as_bytes()
+        # fast path: only media messages carry a "payload" (harken's and pipecat's Twilio
+        # output alike); its length is the audio's, without parsing the JSON
+        i = data.find(b'"payload"')
+        if i >= 0:
+            start = data.find(b'"', i + 9) + 1
+            end = data.find(b'"', start)
+            if start > 0 and end > start:
+                self._media(data, start, end, now)
+                return
         try:
-            msg = _loads(frame.get_payload_as_bytes())
+            msg = _loads(data)
             event = msg["event"]
-            if event == "media":
-                self._media(msg["media"]["payload"], now)
-            elif event == "mark":
+            if event == "mark":
                 for name in self.clock.mark(msg["mark"]["name"], now):
                     self._echo_mark(name)
             elif event == "clear":
@@ -269,14 +284,15 @@ class LeanCall(WSListener):
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             self.gen.totals.bad_messages += 1
 
-    def _media(self, payload: str, now: float) -> None:
-        n = len(payload) * 3 // 4 - payload.count("=", -2)
+    def _media(self, data: bytes, start: int, end: int, now: float) -> None:
+        """A media message whose base64 payload is ``data[start:end]``."""
+        n = (end - start) * 3 // 4 - (data[end - 1] == 61) - (data[end - 2] == 61)  # '='
         self.clock.media(n, now)
         gen = self.gen
         tot = gen.totals
         head = gen.reply_head
         if head:  # vad: is the agent's reply starting in this chunk?
-            audio = self.tail + a2b_base64(payload)
+            audio = self.tail + a2b_base64(data[start:end])
             if head in audio:
                 self._reply_started(now)
             self.tail = audio[-len(head) + 1 :]
@@ -376,7 +392,7 @@ class LoadGen:
         script: CallerScript,
         *,
         late_s: float = 0.005,
-        slots: int = 20,
+        slots: int = 10,
         seed: int = 1,
     ) -> None:
         self.url = url

@@ -108,7 +108,7 @@ class Config:
     playback: PlaybackConfig = field(default_factory=PlaybackConfig)
 
 
-AGENT_KINDS = ("echo",)
+AGENT_KINDS = ("echo", "bench_vad")
 
 
 def _build(cls: type[T], data: Any, where: str) -> T:

@@ -32,6 +32,10 @@ log = logging.getLogger("harken.server")
 
 def agent_factory(config: Config) -> AgentFactory:
     """The agent stages for each call, from the config."""
+    if config.agent.kind == "bench_vad":  # the echo bench's VAD + turn agent
+        from harken.bench.agents import bench_vad_agent
+
+        return bench_vad_agent(config)
     utterance_s = config.agent.utterance_ms / 1000
 
     def echo(info: StreamStarted, rate_in: int, rate_out: int) -> list[Stage]:

@@ -1,0 +1,213 @@
+"""The lean load generator against a real in-process harken worker, and the bench_vad agent."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harken.audio.g711 import ulaw_encode
+from harken.bench._measure import summarize
+from harken.bench.agents import ReplyInPlaceAgent, load_reply
+from harken.bench.callers import echo_script, reply_ulaw, speechlike, tone_reply
+from harken.bench.loadgen import FRAME_BYTES, CallerScript, LoadGen, Scheduler
+from harken.frames import (
+    AudioFrame,
+    Frame,
+    TTSStartedFrame,
+    TTSStoppedFrame,
+    UserTurnEndFrame,
+)
+from harken.pipeline import Call, Pipeline, Stage
+from harken.protocols.events import StreamStarted
+from harken.server import config as config_mod
+from harken.server.worker import Worker
+from harken.testing.stages import Recorder
+
+
+async def _worker(agent: object = None) -> Worker:
+    cfg = config_mod._build(config_mod.Config, {"server": {"port": 0, "media_port": 0}}, "c")
+    worker = Worker(config_mod.validate(cfg), agent=agent)  # type: ignore[arg-type]
+    await worker.start()
+    return worker
+
+
+async def _stop(worker: Worker) -> None:
+    worker.manager.draining = True
+    for session in list(worker.manager.sessions):
+        session.fail("test over", 1001, "test over")
+    await asyncio.sleep(0.05)
+    await worker.close()
+    if worker._media is not None:
+        worker._media.close()
+
+
+@pytest.fixture
+async def echo_worker() -> AsyncIterator[Worker]:
+    worker = await _worker()
+    yield worker
+    await _stop(worker)
+
+
+async def _measure(gen: LoadGen, calls: int, seconds: float) -> None:
+    await gen.ramp(calls, 50.0)
+    await asyncio.sleep(0.3)
+    gen.totals.w0 = time.monotonic()
+    gen.totals.w1 = gen.totals.w0 + seconds
+    await asyncio.sleep(seconds + 0.5)
+    await gen.hang_up_all()
+
+
+async def test_three_echo_calls_full_throughput(echo_worker: Worker) -> None:
+    url = f"ws://127.0.0.1:{echo_worker.media_port}/stream/twilio"
+    gen = LoadGen(url, echo_script())
+    await _measure(gen, 3, 2.0)
+    tot = gen.totals
+    assert tot.connected == 3 and tot.connect_failed == 0 and tot.dropped == 0
+    assert tot.window_frames >= 3 * 2.0 * 50 * 0.8  # ~300 frames, whatever the scheduler's lag
+    assert tot.echoed_bytes == tot.window_frames * FRAME_BYTES  # 100 % throughput
+    assert tot.unmatched_bytes == 0 and tot.bad_messages == 0
+    assert tot.marks_echoed > 0  # the echo agent's marks came back as played
+    s = summarize(tot.rtts, "rtt")
+    assert s["rtt_p50_ms"] is not None and 0 <= s["rtt_p50_ms"] < 250  # sane, not a timing test
+    assert min(tot.rtts) >= 0
+    assert len(tot.rtts) >= tot.window_frames  # one sample per echoed chunk
+    await asyncio.sleep(0.1)
+    assert echo_worker.manager.active == 0  # every call hung up with stop + close
+
+
+async def test_refused_calls_are_counted_as_failed() -> None:
+    cfg = config_mod._build(
+        config_mod.Config, {"server": {"port": 0, "media_port": 0, "max_calls": 2}}, "c"
+    )
+    worker = Worker(config_mod.validate(cfg))
+    await worker.start()
+    try:
+        gen = LoadGen(f"ws://127.0.0.1:{worker.media_port}/stream/twilio", echo_script())
+        await gen.ramp(2, 100.0)
+        await asyncio.sleep(0.2)
+        await gen.ramp(1, 100.0)
+        await asyncio.sleep(0.3)
+        assert gen.totals.connected == 2
+        assert gen.totals.connect_failed == 1  # HTTP 503 at the upgrade
+        await gen.hang_up_all()
+    finally:
+        await _stop(worker)
+
+
+def test_scheduler_spreads_calls_over_the_period() -> None:
+    class _Call:
+        slot = -1
+
+    async def go() -> list[int]:
+        sched = Scheduler(slots=10)
+        calls = [_Call() for _ in range(25)]
+        for c in calls:
+            sched.add(c)  # type: ignore[arg-type]
+        sched.stop()
+        return [len(s) for s in sched.slots]
+
+    sizes = asyncio.run(go())
+    assert sum(sizes) == 25 and max(sizes) - min(sizes) <= 1
+
+
+# --- the vad path without models: a stand-in turn detector + the real reply agent -------------
+
+
+class _TurnAtQuiet(Stage):
+    """Ends the caller's turn on the first quiet frame after loud ones (a stand-in for VAD +
+    turn detection, which the vad scenario runs for real)."""
+
+    def __init__(self) -> None:
+        super().__init__("turn-at-quiet")
+        self._loud = False
+
+    def on_down(self, frame: Frame) -> None:
+        if isinstance(frame, AudioFrame):
+            level = np.abs(np.frombuffer(frame.pcm, np.int16)).mean()
+            if level > 300:
+                self._loud = True
+            elif self._loud:
+                self._loud = False
+                self.push_down(frame)
+                self.broadcast(UserTurnEndFrame(reason="test"))
+                return
+        self.push_down(frame)
+
+
+def _vad_script() -> tuple[CallerScript, bytes]:
+    speech = speechlike(0.4)  # 20 frames
+    silence = np.zeros(8000, np.int16)  # 50 frames
+    ulaw = ulaw_encode(np.concatenate([speech, silence]).tobytes())
+    frames = tuple(ulaw[i : i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES))
+    reply = tone_reply(0.3)
+    return CallerScript(frames, frozenset({19}), reply_ulaw(reply)), reply.tobytes()
+
+
+async def test_reply_latency_is_measured_and_the_byte_count_kept() -> None:
+    script, reply_pcm = _vad_script()
+
+    def agent(info: StreamStarted, rate_in: int, rate_out: int) -> list[Stage]:
+        return [_TurnAtQuiet(), ReplyInPlaceAgent(rate_in, reply_pcm)]
+
+    worker = await _worker(agent)
+    try:
+        gen = LoadGen(f"ws://127.0.0.1:{worker.media_port}/stream/twilio", script)
+        await _measure(gen, 2, 3.0)
+    finally:
+        await _stop(worker)
+    tot = gen.totals
+    assert tot.turns >= 2  # 1.4 s loop, 3 s window, 2 calls
+    assert tot.replied_turns >= tot.turns - 2  # edge turns may answer after the window
+    assert tot.replies >= tot.replied_turns
+    lat = summarize(tot.reply_latencies, "reply")
+    assert lat["reply_p50_ms"] is not None and 0 < lat["reply_p50_ms"] < 500
+    # the reply replaced echo one frame for one frame: every byte still matches
+    assert tot.echoed_bytes == tot.window_frames * FRAME_BYTES
+    assert tot.unmatched_bytes == 0
+
+
+def test_reply_in_place_agent_keeps_the_stream_length() -> None:
+    reply = bytes(range(256)) * 5  # 1280 bytes = 4 frames of 20 ms PCM at 8 kHz
+    agent = ReplyInPlaceAgent(8000, reply, utterance_s=0.1)
+    rec = Recorder()
+    call = Call(Pipeline([agent, rec]))
+    frame = AudioFrame(b"\x01\x00" * 160, 8000)
+
+    async def go() -> None:
+        await call.start()
+        for _ in range(3):
+            call.feed(frame)
+        call.system(UserTurnEndFrame(reason="test"))
+        for _ in range(6):
+            call.feed(frame)
+
+    asyncio.run(go())
+    audio = rec.of(AudioFrame)
+    assert [len(a.pcm) for a in audio] == [320] * 9  # one frame out per frame in
+    assert b"".join(a.pcm for a in audio[3:7]) == reply
+    assert audio[7].pcm == frame.pcm  # echo again after the reply
+    kinds = [type(f) for f in rec.down if isinstance(f, TTSStartedFrame | TTSStoppedFrame)]
+    assert kinds == [
+        TTSStartedFrame,  # echo
+        TTSStoppedFrame,  # closed by the turn end
+        TTSStartedFrame,  # reply
+        TTSStoppedFrame,
+        TTSStartedFrame,  # echo again
+    ]
+    assert agent.turn_ends == 1
+
+
+def test_load_reply_from_a_file_or_synthetic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "r.pcm"
+    path.write_bytes(b"\x00\x01" * 500)  # 1000 bytes -> 960 (whole 20 ms frames)
+    assert len(load_reply(path)) == 960
+    monkeypatch.delenv("HARKEN_BENCH_REPLY", raising=False)
+    synthetic = load_reply()
+    assert len(synthetic) % 320 == 0 and len(synthetic) > 0
