@@ -26,6 +26,7 @@ def _rec(system: str, calls: int, p99: float | None, thr: float = 100.0, **kw: A
         "rtt_p999_ms": 9.0,
         "rtt_max_ms": 12.5,
         "late_sends": 0,
+        "late_pct": 0.0,
         "server_cpu_pct": 40.0,
         "rss_kb_per_call": 21.5,
         "loadgen_cpu_pct": 30.0,
@@ -71,8 +72,8 @@ def test_markdown_tables_and_summary() -> None:
     ]
     text = _report.markdown(_result(recs, idle))
     assert "harken holds 500; pipecat holds no level." in text
-    assert "| harken | 500 | 0 | 100.00% | 1.0 | 2.0 | 15.0 | 9.0 | 12.5 |" in text
-    assert "30.0% (saturated)" in text
+    assert "| harken | 500 | 0 | 100.00% | 1.0 | 2.0 | 15.0 | 9.0 | 12.5 | 0 (0.00%) |" in text
+    assert "30.0% **behind**" in text
     assert "| harken | echo | 300 | 11.2 KB |" in text
     assert "loaded machine" not in text  # load 0.2-0.3
 
@@ -140,3 +141,4 @@ def test_sweep_stop_rules() -> None:
     assert echo._stop(_rec("harken", 100, 5.0, thr=98.9), args)
     assert echo._stop(_rec("harken", 100, 5.0, failed=1), args)
     assert echo._stop(_rec("harken", 100, None), args)
+    assert echo._stop(_rec("harken", 100, 5.0, loadgen_saturated=True), args)

@@ -90,18 +90,27 @@ def cpu_percent(a: TreeSample, b: TreeSample) -> float:
 class SelfSample:
     wall: float
     cpu_s: float
+    user_s: float
+    sys_s: float
     max_rss_kb: int
 
 
 def sample_self() -> SelfSample:
-    return SelfSample(
-        time.monotonic(), time.process_time(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    )
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return SelfSample(time.monotonic(), time.process_time(), ru.ru_utime, ru.ru_stime, ru.ru_maxrss)
 
 
 def self_cpu_percent(a: SelfSample, b: SelfSample) -> float:
     wall = b.wall - a.wall
     return 100.0 * (b.cpu_s - a.cpu_s) / wall if wall > 0 else 0.0
+
+
+def self_split_percent(a: SelfSample, b: SelfSample) -> tuple[float, float]:
+    """(user, system) CPU between two samples, percent of one core."""
+    wall = b.wall - a.wall
+    if wall <= 0:
+        return 0.0, 0.0
+    return 100.0 * (b.user_s - a.user_s) / wall, 100.0 * (b.sys_s - a.sys_s) / wall
 
 
 def load_average() -> tuple[float, float, float]:

@@ -42,6 +42,13 @@ def level_line(rec: Record) -> str:
     return line
 
 
+def _late(r: Record) -> str:
+    pct = r.get("late_pct")
+    if isinstance(pct, float | int):
+        return f"{r['late_sends']} ({pct:.2f}%)"
+    return str(r["late_sends"])
+
+
 def _table(records: Sequence[Record], vad: bool) -> list[str]:
     head = (
         "| system | calls | failed | throughput | RTT p50 | p90 | p99 | p99.9 | max | late sends "
@@ -53,11 +60,11 @@ def _table(records: Sequence[Record], vad: bool) -> list[str]:
         sep += "---:|---:|---:|"
     out = [head, sep]
     for r in records:
-        gen = _fmt(r["loadgen_cpu_pct"]) + "%" + (" (saturated)" if r["loadgen_saturated"] else "")
+        gen = _fmt(r["loadgen_cpu_pct"]) + "%" + (" **behind**" if r["loadgen_saturated"] else "")
         row = (
             f"| {r['system']} | {r['calls']} | {r['failed']} | {_fmt(r['throughput_pct'], 2)}% "
             f"| {_fmt(r['rtt_p50_ms'])} | {_fmt(r['rtt_p90_ms'])} | {_fmt(r['rtt_p99_ms'])} "
-            f"| {_fmt(r['rtt_p999_ms'])} | {_fmt(r['rtt_max_ms'])} | {r['late_sends']} "
+            f"| {_fmt(r['rtt_p999_ms'])} | {_fmt(r['rtt_max_ms'])} | {_late(r)} "
             f"| {_fmt(r['server_cpu_pct'])}% | {_fmt(r['rss_kb_per_call'])} KB | {gen} "
             f"| {r['load_avg_start']}-{r['load_avg_end']} |"
         )
@@ -92,8 +99,11 @@ def markdown(result: dict[str, Any], images: dict[str, str] | None = None) -> st
         f"{settings.get('ramp_rate')}/s, {settings.get('warmup_s')} s warm-up (not measured), "
         f"{settings.get('duration_s')} s measured. RTT is per echoed chunk by byte-count "
         "matching, in ms; CPU is percent of one core; RSS/call is the server tree's RSS growth "
-        "over its idle reading divided by the live calls. 'holds' = no failed call, throughput "
-        f">= 99% and RTT p99 <= {settings.get('goal_p99_ms')} ms.",
+        "over its idle reading divided by the live calls. Late sends: media sent more than "
+        f"{settings.get('late_ms', 5)} ms after its slot; a generator marked **behind** used "
+        ">= 85% of its core or sent over 1% late, so that level measures the generator (or the "
+        "machine), not the server. 'holds' = no failed call, throughput >= 99% and RTT p99 <= "
+        f"{settings.get('goal_p99_ms')} ms, with the generator on schedule.",
         "",
     ]
     if loads and max(loads) > 0.5:

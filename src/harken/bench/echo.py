@@ -44,6 +44,7 @@ from harken.bench._proc import (
     sample_self,
     sample_tree,
     self_cpu_percent,
+    self_split_percent,
     usable_cores,
 )
 from harken.bench._servers import Server
@@ -52,7 +53,8 @@ from harken.bench.callers import echo_script, vad_script
 from harken.bench.loadgen import CallerScript, LoadGen, Totals
 
 SCENARIOS = ("echo", "vad")
-GENERATOR_SATURATED_PCT = 85.0
+GENERATOR_SATURATED_PCT = 85.0  # generator CPU (of its core) at which it counts as saturated
+GENERATOR_LATE_PCT = 1.0  # ... or this share of its media sends late
 
 Record = dict[str, Any]
 
@@ -150,12 +152,16 @@ async def _wait(seconds: float, phase: str, tot: Totals, progress: Progress) -> 
 # one level
 
 
-async def _primer(url: str, script: CallerScript) -> None:
-    """One short call first, so one-time lazy costs (imports, model sessions) are paid before
-    the idle RSS reading."""
+async def _primer(url: str, script: CallerScript, timeout: float = 20.0) -> None:
+    """One call first, so one-time lazy costs (imports, model sessions: the VAD on the first
+    audio, the turn model on the first turn) are paid before the idle RSS reading. With a
+    ``vad`` script the call lasts until the first reply came back (or ``timeout``)."""
     gen = LoadGen(url, script)
     await gen.ramp(1, 10.0)
     await asyncio.sleep(1.0)
+    deadline = time.monotonic() + timeout
+    while script.reply and gen.totals.replies == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
     await gen.hang_up_all()
     await asyncio.sleep(0.3)
 
@@ -210,6 +216,8 @@ async def run_level(
             "rss_kb_per_call": round((b.rss_kb - idle.rss_kb) / live, 1) if live else None,
             "server_processes": b.processes,
             "loadgen_cpu_pct": round(self_cpu_percent(sa, sb), 1),
+            "loadgen_user_pct": round(self_split_percent(sa, sb)[0], 1),
+            "loadgen_sys_pct": round(self_split_percent(sa, sb)[1], 1),
             "marks_echoed": tot.marks_echoed,
             "clears": tot.clears,
             "bad_messages": tot.bad_messages,
@@ -220,7 +228,11 @@ async def run_level(
             "warmup_s": args.warmup,
         }
     )
-    rec["loadgen_saturated"] = rec["loadgen_cpu_pct"] >= GENERATOR_SATURATED_PCT
+    # the generator could not keep the carrier's schedule: out of CPU, or starved of it by other
+    # processes on its core (late sends are the generator's own failure, never the server's)
+    rec["loadgen_saturated"] = bool(
+        rec["loadgen_cpu_pct"] >= GENERATOR_SATURATED_PCT or rec["late_pct"] > GENERATOR_LATE_PCT
+    )
     if args.scenario_now == "vad":
         rec["turns"] = tot.turns
         rec["replied_turns"] = tot.replied_turns
@@ -232,6 +244,7 @@ async def run_level(
         and rec["throughput_pct"] >= args.stop_throughput
         and rec["rtt_p99_ms"] is not None
         and rec["rtt_p99_ms"] <= args.goal_p99_ms
+        and not rec["loadgen_saturated"]
     )
     return rec
 
@@ -291,6 +304,7 @@ def _stop(rec: Record, args: argparse.Namespace) -> bool:
         or p99 is None
         or p99 > args.stop_p99_ms
         or rec["failed"] > 0
+        or rec["loadgen_saturated"]  # past here the generator, not the server, is measured
     )
 
 

@@ -362,13 +362,15 @@ class Scheduler:
         slots, nslots, step, base = self.slots, len(self.slots), self.step, self.base
         n = self.n
         now = monotonic()
-        while True:
+        budget = nslots  # at most one period per run: a generator that fell behind still
+        while budget:  # returns to the loop between periods, so replies are read
             due = base + n * step
             if due > now:
                 break
             for call in slots[n % nslots]:
                 call.send_media(due)
             n += 1
+            budget -= 1
             now = monotonic()
         if not any(slots):
             self.n = n
