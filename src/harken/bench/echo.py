@@ -14,7 +14,10 @@ up. Scenarios:
 Per level: calls connected/failed, throughput (echoed audio bytes / expected), round trip per
 echoed chunk by byte-count matching (p50/p90/p99/p99.9/max), late sends, server CPU % (of one
 core) and RSS of the whole server process tree, RSS per call, and the generator's own CPU.
-``--sweep`` escalates N until throughput < ``--stop-throughput`` % or p99 > ``--stop-p99-ms``.
+``--sweep`` escalates N (``--sweep-start`` x ``--sweep-factor``...) and, as with a ``--calls``
+list, a system's run stops after the first level where it broke: a failed call, throughput <
+``--stop-throughput`` %, p99 > ``--stop-p99-ms``, or the generator behind schedule
+(``--keep-going`` runs every listed level anyway).
 An idle phase first measures RSS per idle call (calls started, no media) as a slope.
 
 ``--baseline pipecat`` runs every level against pipecat 1.14 too, with the same load and pinning.
@@ -66,6 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--calls", default="50,100,200,400,500", help="comma-separated levels (50,100,200,400,500)"
     )
     p.add_argument("--sweep", action="store_true", help="escalate calls until a stop condition")
+    p.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="run every listed level even after a system broke (default: stop that system)",
+    )
     p.add_argument("--sweep-start", type=int, default=50, help="first sweep level (50)")
     p.add_argument("--sweep-factor", type=float, default=1.25, help="level growth (1.25)")
     p.add_argument("--sweep-max", type=int, default=2000, help="last sweep level (2000)")
@@ -397,8 +405,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 rec = {"system": system, **rec, "server_exit": code}
                 records.append(rec)
                 progress.done(f"{progress.label} " + _report.level_line(rec))
-                if args.sweep and _stop(rec, args):
-                    break
+                if not args.keep_going and _stop(rec, args):
+                    break  # this system broke (or the generator fell behind): next system
     result: dict[str, object] = {
         "bench": "echo",
         "started": started,
