@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import math
 import sys
 import time
@@ -97,6 +98,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--report", action="store_true", help="update docs/performance.md + docs/img")
     p.add_argument("--docs-dir", default="docs", help="where --report writes (docs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--from-json",
+        metavar="FILE",
+        help="measure nothing: re-render the report (and --report docs) from a saved --json FILE",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,6 +353,12 @@ def _scripts(scenarios: list[str], bench_dir: Path) -> tuple[dict[str, CallerScr
 
 
 def run(args: argparse.Namespace) -> dict[str, object]:
+    if args.from_json:
+        saved: dict[str, object] = json.loads(Path(args.from_json).read_text())
+        if args.report:
+            written = _report.write_docs(saved, Path(args.docs_dir))
+            saved["report_files"] = [str(p) for p in written]
+        return saved
     scenarios = [s.strip() for s in str(args.scenario).split(",") if s.strip()]
     for s in scenarios:
         if s not in SCENARIOS:
