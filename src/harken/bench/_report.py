@@ -171,11 +171,21 @@ def chart(result: dict[str, Any], scenario: str, path: Path) -> bool:
         if not recs:
             continue
         xs = [r["calls"] for r in recs]
+        behind = [r for r in recs if r.get("loadgen_saturated")]
         for key, label, style in styles:
             ys = [r[key] if r[key] is not None else float("nan") for r in recs]
             ax1.plot(
                 xs, ys, style, marker="o", ms=3, color=colors.get(system), label=f"{system} {label}"
             )
+            if behind:  # red rings: the generator was behind, the point measures it too
+                ax1.plot(
+                    [r["calls"] for r in behind],
+                    [r[key] if r[key] is not None else float("nan") for r in behind],
+                    "o",
+                    ms=9,
+                    mfc="none",
+                    color="red",
+                )
         ax2.plot(
             xs,
             [r["throughput_pct"] for r in recs],
@@ -191,7 +201,7 @@ def chart(result: dict[str, Any], scenario: str, path: Path) -> bool:
     ax1.set_yscale("log")
     ax1.set_xlabel("concurrent calls")
     ax1.set_ylabel("round trip per echoed chunk (ms)")
-    ax1.set_title(f"{scenario}: round-trip latency")
+    ax1.set_title(f"{scenario}: round trip (red ring: generator behind)")
     ax1.grid(True, which="both", alpha=0.3)
     ax1.legend(fontsize=7)
     ax2.set_xlabel("concurrent calls")
