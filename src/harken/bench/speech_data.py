@@ -107,11 +107,17 @@ def _espeak() -> _Espeak:
     return _Espeak()
 
 
+@lru_cache(maxsize=256)
 def espeak(
     text: str, *, voice: str = "en-us", wpm: int = 165, pitch: int = 50
 ) -> npt.NDArray[np.int16]:
-    """``text`` spoken by espeak-ng at 22.05 kHz (int16), leading/trailing silence trimmed."""
-    return _trim(_espeak().say(text, voice, wpm, pitch))
+    """``text`` spoken by espeak-ng at 22.05 kHz (int16), leading/trailing silence trimmed.
+
+    espeak-ng varies its output by a few samples from call to call, so each text is spoken
+    once per process and cached (read-only)."""
+    out = _trim(_espeak().say(text, voice, wpm, pitch))
+    out.setflags(write=False)
+    return out
 
 
 def have_piper() -> bool:

@@ -9,9 +9,10 @@ Silero VAD (v5/v6 ONNX) is a small recurrent model with a batch dimension::
 
 Each call owns a :class:`VadSlot` (its LSTM state). A call submits *jobs*: one or more
 consecutive windows (more than one when its gate opens and it sends the windows before the onset
-too). The :class:`SileroBatcher` collects the jobs submitted since its last run, packs them by
-sample rate into one ``[B, C+W]`` input per step (a job of k windows takes part in k steps; jobs
-are sorted longest first so each step's rows are a prefix) and runs them in one worker thread.
+too). The :class:`SileroBatcher` collects what was submitted since its last run, takes at most
+``max_steps`` (default 1) windows per call, packs them by sample rate into one ``[B, C+W]``
+input per step (with several steps, jobs are sorted longest first so each step's rows are a
+prefix) and runs them in one worker thread.
 onnxruntime releases the GIL while it runs, so the event loop keeps moving audio; results come
 back on the loop (``call_soon_threadsafe``) a few ms later, and the audio itself was never held.
 
@@ -62,6 +63,9 @@ WINDOW: Final = {8000: 256, 16000: 512}
 CONTEXT: Final = {8000: 32, 16000: 64}
 
 F32Array = npt.NDArray[np.float32]
+#: windows as submitted: int16 samples ``[k, C + W]`` (scaled to float in the worker)
+I16Array = npt.NDArray[np.int16]
+_SCALE: Final = np.float32(1.0 / 32768.0)
 #: ``deliver(first_index, probabilities)``: NaN marks a window dropped under overload
 Deliver = Callable[[int, F32Array], None]
 
@@ -77,7 +81,7 @@ class VadSlot:
         self.state: F32Array = np.zeros((2, 128), np.float32)
         self.closed = False
         self.queued = False  # present in the batcher's ready list
-        self.waiting: list[tuple[int, F32Array, bool]] = []  # (first index, windows, reset)
+        self.waiting: list[tuple[int, I16Array, bool]] = []  # (first index, windows, reset)
 
     def reset_state(self) -> None:
         self.state = np.zeros((2, 128), np.float32)
@@ -95,6 +99,7 @@ class BatchStats:
     deferred: int = 0  # windows left for a later run because a step was full
     discarded: int = 0  # windows whose call closed before the result came back
     busy_s: float = 0.0  # wall time spent inside session.run
+    cpu_s: float = 0.0  # CPU time of the running thread inside session.run
     batch_sizes: list[int] = field(default_factory=list)
 
     @property
@@ -102,15 +107,19 @@ class BatchStats:
         return self.windows / self.steps if self.steps else 0.0
 
 
-_Job = tuple[VadSlot, int, F32Array, F32Array]  # slot, first index, windows [k, C+W], state
+_Job = tuple[VadSlot, int, I16Array, F32Array]  # slot, first index, windows [k, C+W], state
 
 
 class SileroBatcher:
     """Batches Silero windows of many calls into one ONNX run per tick.
 
     ``tick_s`` is how long the first window waits for others before a run starts (a run also
-    waits for the previous one to finish). ``session`` defaults to the process-wide Silero
-    session; ``executor`` to the process-wide VAD thread.
+    waits for the previous one to finish). A run is ``max_steps`` model calls (default one):
+    a call with several windows waiting (its gate just opened) sends the first ``max_steps``
+    now and the rest in the next runs, so every run is one full batch rather than a full one
+    followed by small ones. ``session`` defaults to the process-wide Silero
+    session; ``executor`` to the process-wide VAD thread. A ``manual`` batcher never schedules
+    itself: whoever owns it calls :meth:`pump` (benchmarks replaying calls faster than real time).
     """
 
     def __init__(
@@ -119,18 +128,22 @@ class SileroBatcher:
         *,
         tick_s: float = 0.016,
         max_batch: int = 512,
+        max_steps: int = 1,
         max_backlog: int = 24,
         executor: ThreadPoolExecutor | None = None,
         keep_batch_sizes: bool = False,
+        manual: bool = False,
     ) -> None:
-        if max_batch < 1 or max_backlog < 1 or tick_s < 0:
-            raise ConfigError("max_batch and max_backlog must be >= 1, tick_s >= 0")
+        if max_batch < 1 or max_backlog < 1 or max_steps < 1 or tick_s < 0:
+            raise ConfigError("max_batch, max_backlog and max_steps must be >= 1, tick_s >= 0")
         self._session = session
         self.tick_s = tick_s
         self.max_batch = max_batch
+        self.max_steps = max_steps
         self.max_backlog = max_backlog
         self._executor = executor
         self._keep_sizes = keep_batch_sizes
+        self.manual = manual
         self.stats = BatchStats()
         self._ready: list[VadSlot] = []
         self._in_flight = False
@@ -158,9 +171,9 @@ class SileroBatcher:
         slot.waiting.clear()
 
     def submit(
-        self, slot: VadSlot, first_index: int, windows: F32Array, *, reset: bool = False
+        self, slot: VadSlot, first_index: int, windows: I16Array, *, reset: bool = False
     ) -> None:
-        """Queue ``windows`` ([k, C+W], consecutive, starting at window ``first_index``).
+        """Queue ``windows`` (int16 ``[k, C+W]``, consecutive, from window ``first_index``).
 
         ``reset`` zeroes the slot's LSTM state before the first of them (a fresh onset after a
         long gap). Called on the event loop (or the pumping thread); never blocks.
@@ -169,6 +182,13 @@ class SileroBatcher:
             return
         waiting = slot.waiting
         waiting.append((first_index, windows, reset))
+        if len(waiting) == 1:
+            if not slot.queued:
+                slot.queued = True
+                self._ready.append(slot)
+                if self._timer is None and not self._in_flight and not self.manual:
+                    self._schedule()
+            return
         backlog = sum(w.shape[0] for _, w, _ in waiting)
         while backlog > self.max_backlog and len(waiting) > 1:
             idx, old, _ = waiting.pop(0)
@@ -183,7 +203,7 @@ class SileroBatcher:
     # --- running ----------------------------------------------------------------------------
 
     def _schedule(self) -> None:
-        if self._in_flight or self._timer is not None:
+        if self._in_flight or self._timer is not None or self.manual:
             return
         try:
             loop = asyncio.get_running_loop()
@@ -193,32 +213,47 @@ class SileroBatcher:
         self._timer = loop.call_later(self.tick_s, self._start)
 
     def _collect(self) -> list[_Job]:
-        """Take the waiting jobs (on the loop): at most ``max_batch`` windows per step."""
+        """Take the waiting windows (on the loop): at most ``max_steps`` per slot and
+        ``max_batch`` slots per run; the rest wait for the next run."""
         jobs: list[_Job] = []
         ready, self._ready = self._ready, []
         budget = self.max_batch
+        steps = self.max_steps
         for slot in ready:
             slot.queued = False
-            if slot.closed or not slot.waiting:
+            waiting = slot.waiting
+            if slot.closed or not waiting:
                 continue
             if budget <= 0:
-                self.stats.deferred += sum(w.shape[0] for _, w, _ in slot.waiting)
+                self.stats.deferred += sum(w.shape[0] for _, w, _ in waiting)
                 slot.queued = True
                 self._ready.append(slot)
                 continue
             budget -= 1
-            first, windows, reset = slot.waiting.pop(0)
-            if len(slot.waiting) > 0:
-                # consecutive jobs of one slot are merged into one longer job
-                while slot.waiting and slot.waiting[0][0] == first + windows.shape[0]:
-                    _, more, more_reset = slot.waiting[0]
+            first, windows, reset = waiting[0]
+            if windows.shape[0] > steps:
+                waiting[0] = (first + steps, windows[steps:], False)
+                windows = windows[:steps]
+            else:
+                waiting.pop(0)
+                # consecutive jobs of one slot are merged, up to max_steps windows
+                while (
+                    waiting
+                    and windows.shape[0] < steps
+                    and waiting[0][0] == first + windows.shape[0]
+                ):
+                    nxt, more, more_reset = waiting[0]
                     if more_reset:
                         break
-                    slot.waiting.pop(0)
-                    windows = np.concatenate([windows, more])
-                if slot.waiting:
-                    slot.queued = True
-                    self._ready.append(slot)
+                    take = min(steps - windows.shape[0], more.shape[0])
+                    windows = np.concatenate([windows, more[:take]])
+                    if take < more.shape[0]:
+                        waiting[0] = (nxt + take, more[take:], False)
+                    else:
+                        waiting.pop(0)
+            if waiting:
+                slot.queued = True
+                self._ready.append(slot)
             if reset:
                 slot.reset_state()
             jobs.append((slot, first, windows, slot.state))
@@ -273,39 +308,55 @@ class SileroBatcher:
         for i, job in enumerate(jobs):
             by_rate.setdefault(job[0].rate, []).append(i)
         session = self.session
+        stats = self.stats
         for rate, idxs in by_rate.items():
-            idxs.sort(key=lambda i: -jobs[i][2].shape[0])
+            sr = np.array(rate, dtype=np.int64)
             n = len(idxs)
-            steps = jobs[idxs[0]][2].shape[0]
+            steps = max(jobs[i][2].shape[0] for i in idxs)
+            if steps == 1:  # the common case: one window per call
+                state = np.stack([jobs[i][3] for i in idxs], axis=1)  # [2, n, 128]
+                x = np.concatenate([jobs[i][2] for i in idxs]) * _SCALE
+                t0, c0 = time.perf_counter(), time.thread_time()
+                o, st = session.run(None, {"input": x, "state": state, "sr": sr})
+                stats.busy_s += time.perf_counter() - t0
+                stats.cpu_s += time.thread_time() - c0
+                stats.steps += 1
+                stats.windows += n
+                stats.max_batch_seen = max(stats.max_batch_seen, n)
+                if self._keep_sizes:
+                    stats.batch_sizes.append(n)
+                for r, i in enumerate(idxs):
+                    out[i] = (o[r], st[:, r])
+                continue
+            idxs.sort(key=lambda i: -jobs[i][2].shape[0])  # each step's rows are a prefix
+            state = np.stack([jobs[i][3] for i in idxs], axis=1)
             width = jobs[idxs[0]][2].shape[1]
-            state = np.empty((2, n, 128), np.float32)
-            for r, i in enumerate(idxs):
-                state[:, r] = jobs[i][3]
             probs = np.empty((n, steps), np.float32)
             x = np.empty((n, width), np.float32)
-            sr = np.array(rate, dtype=np.int64)
             active = n
             for s in range(steps):
                 while active and jobs[idxs[active - 1]][2].shape[0] <= s:
                     active -= 1
                 for r in range(active):
                     x[r] = jobs[idxs[r]][2][s]
-                t0 = time.perf_counter()
+                x[:active] *= _SCALE
+                t0, c0 = time.perf_counter(), time.thread_time()
                 o, st = session.run(
                     None, {"input": x[:active], "state": state[:, :active], "sr": sr}
                 )
-                self.stats.busy_s += time.perf_counter() - t0
+                stats.busy_s += time.perf_counter() - t0
+                stats.cpu_s += time.thread_time() - c0
                 probs[:active, s] = o[:, 0]
                 state[:, :active] = st
-                self.stats.steps += 1
-                self.stats.windows += active
-                self.stats.max_batch_seen = max(self.stats.max_batch_seen, active)
+                stats.steps += 1
+                stats.windows += active
+                stats.max_batch_seen = max(stats.max_batch_seen, active)
                 if self._keep_sizes:
-                    self.stats.batch_sizes.append(active)
+                    stats.batch_sizes.append(active)
             for r, i in enumerate(idxs):
                 k = jobs[i][2].shape[0]
                 out[i] = (probs[r, :k], state[:, r].copy())
-        self.stats.runs += 1
+        stats.runs += 1
         return out
 
     def _deliver(self, jobs: list[_Job], results: list[tuple[F32Array, F32Array]]) -> None:
@@ -316,16 +367,19 @@ class SileroBatcher:
             slot.state = state
             slot.deliver(first, probs)
 
-    def pump(self) -> int:
-        """Run everything waiting now, on this thread, and deliver; returns windows run.
+    def pump(self, *, once: bool = False) -> int:
+        """Run what is waiting now, on this thread, and deliver; returns windows run.
 
-        For replaying calls faster than real time (bench) and for synchronous tests. Must not
-        be mixed with a loop-driven run in flight.
+        For replaying calls faster than real time (bench) and for synchronous tests; ``once``
+        does a single run, as one tick of the live batcher would. Must not be mixed with a
+        loop-driven run in flight.
         """
         if self._in_flight:
             raise RuntimeError("a batch is in flight on the event loop")
         total = 0
         while self._ready:
+            if once and total:
+                break
             jobs = self._collect()
             if not jobs:
                 break
@@ -340,7 +394,10 @@ class SileroBatcher:
         return self._in_flight or self._timer is not None or bool(self._ready)
 
     async def drain(self) -> None:
-        """Wait until nothing is waiting or in flight."""
+        """Wait until nothing is waiting or in flight (a manual batcher is pumped here)."""
+        if self.manual:
+            self.pump()
+            return
         while self.busy:
             if self._idle is None or self._idle.done():
                 self._idle = asyncio.get_running_loop().create_future()

@@ -1,0 +1,606 @@
+"""VAD and turn-detection figures (parts of ``harken bench speech``).
+
+:func:`run_vad`
+    ``--vad-calls`` (200) simulated telephone calls at 8 kHz, each a VadStage in its own
+    :class:`~harken.pipeline.Call`: the caller speaks ~40% of the time (synthesized sentences in
+    turns of 1-3, levels varying per call), line noise otherwise, all through the phone band and
+    G.711 u-law. Process CPU time (``time.process_time``: every thread, the VAD worker included)
+    of feeding the calls, minus the same feed through a pass-through stage, per call and second
+    of media: ``vad_cpu_pct_per_call``. Default: accelerated replay (frames as fast as they
+    go, the batcher pumped every 20 ms of media, the same batch shapes as live); ``--vad-realtime``
+    runs live on the event loop with the batcher's worker thread instead. Also: the share of
+    windows that reached the model (gate-2 rate, in speech and in noise), batch sizes, model time
+    per window, and onsets the gate missed against the model-only baseline on the same audio.
+:func:`run_turn`
+    A labelled set: complete sentences, and mid-sentence pauses (a sentence cut at a word
+    boundary, keeping its continuing prosody, and hesitations ending in a filler). Each clip is a
+    live call (real time, all clips concurrently, staggered) through VadStage + TurnStage. Reports
+    precision/recall of "complete" for Smart Turn, Smart Turn with the transcript veto, text alone
+    (oracle transcripts), and the endpoint delay (true end of speech to ``UserTurnEndFrame``)
+    against a 700 ms silence timer.
+
+The machine is shared: CPU figures are noisy; the load average is printed with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import math
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from harken.bench import speech_data as sd
+from harken.frames import AudioFrame, StartFrame, UserTurnEndFrame
+from harken.pipeline import Call, Pipeline, Stage
+from harken.speech.turn import TurnParams, TurnPool, TurnStage, decide, text_complete
+from harken.speech.vad import VadParams, VadStage, VadStream
+from harken.speech.vad_batch import SileroBatcher, VadSlot
+
+I16 = npt.NDArray[np.int16]
+Segments = list[tuple[float, float]]
+
+SENTENCES = (
+    "Hi, I'm calling about my order from last week.",
+    "I'd like to book a table for two people tonight.",
+    "What time do you close on Sunday?",
+    "Yes, that works for me.",
+    "Can you tell me the balance on my account?",
+    "My card was charged twice for the same thing.",
+    "No, I don't think so.",
+    "Could you send me a copy of the invoice by email?",
+    "The delivery never arrived and nobody called me.",
+    "Okay, thank you very much for your help.",
+    "I need to change the address on my account.",
+    "Is there anyone I can speak to about this?",
+    "Sure, my date of birth is the fourth of July.",
+    "We moved to a new apartment in March.",
+    "Actually, could we make it seven thirty instead?",
+    "That sounds great, let's do that.",
+)
+
+VOICES = ("en-us", "en-us+f2", "en-gb+m3", "en-us+m5", "en-gb+f4")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--vad-calls", type=int, default=200, help="concurrent simulated calls")
+    add("--vad-seconds", type=float, default=30.0, help="media seconds per call")
+    add("--vad-rate", type=int, default=8000, choices=(8000, 16000), help="call sample rate")
+    add("--vad-speech", type=float, default=0.4, help="share of time the caller speaks")
+    add("--vad-engine", default="espeak", choices=("espeak", "piper"), help="speech synthesizer")
+    add("--vad-realtime", action="store_true", help="live on the event loop (slow: 2x seconds)")
+    add("--vad-seed", type=int, default=7, help="random seed")
+    add("--turn-engine", default="auto", choices=("auto", "espeak", "piper"), help="synthesizer")
+    add("--turn-rate", type=int, default=8000, choices=(8000, 16000), help="call sample rate")
+    add("--turn-silence", type=float, default=2.0, help="silence backstop (s)")
+    add("--turn-timer", type=float, default=0.7, help="baseline silence timer (s)")
+    add("--turn-seed", type=int, default=3, help="random seed")
+    add("--turn-cache", default=None, help="cache synthesized clips here (default: none)")
+
+
+def _load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"{one:.2f} / {five:.2f} on {os.cpu_count()} cores"
+
+
+# --------------------------------------------------------------------------------------------
+# call audio
+
+
+def _scale(x: I16, dbfs: float) -> npt.NDArray[np.float64]:
+    f = x.astype(np.float64)
+    loud = f[np.abs(f) > 300]
+    rms = float(np.sqrt(np.mean(loud**2))) if loud.size else 1.0
+    out: npt.NDArray[np.float64] = f * (32768.0 * 10 ** (dbfs / 20) / rms)
+    return out
+
+
+def _utterances(rate: int, engine: str, rng: np.random.Generator) -> list[I16]:
+    out = []
+    for i, text in enumerate(SENTENCES):
+        if engine == "piper":
+            out.append(sd.synth(text, rate, engine="piper"))
+        else:
+            voice = VOICES[i % len(VOICES)]
+            audio = sd.espeak(text, voice=voice, wpm=int(rng.integers(145, 190)))
+            out.append(sd.to_rate(audio, sd.ESPEAK_RATE, rate))
+    return out
+
+
+def call_track(
+    seconds: float, rate: int, speech: float, pool: Sequence[I16], rng: np.random.Generator
+) -> tuple[I16, Segments]:
+    """One caller: listening (line noise) and talking turns of 1-3 sentences, ``speech`` of the
+    time on average, at a per-call level, through the phone channel. Returns audio and the
+    true speech segments (s)."""
+    n = int(seconds * rate)
+    mix = np.zeros(n, np.float64)
+    truth: Segments = []
+    level = rng.uniform(-30.0, -18.0)
+    t = int(rng.uniform(0.5, 4.0) * rate)
+    while t < n:
+        turn_start = t
+        spoken = 0
+        for _ in range(int(rng.integers(1, 4))):
+            utt = _scale(pool[int(rng.integers(len(pool)))], level + rng.uniform(-3, 3))
+            end = min(n, t + utt.size)
+            mix[t:end] += utt[: end - t]
+            truth.append((t / rate, end / rate))
+            spoken += end - t
+            t = end + int(rng.uniform(0.3, 0.9) * rate)
+            if t >= n:
+                break
+        # listen long enough that speech is ``speech`` of the time, on average
+        listen = max(0.0, spoken / speech - (t - turn_start))
+        t += int(listen * rng.uniform(0.6, 1.4))
+    noise = sd.line_noise(n, rate, rng, level_dbfs=rng.uniform(-60.0, -45.0))
+    mixed = np.clip(np.round(mix) + noise, -32768, 32767).astype(np.int16)
+    return sd.phone_channel(mixed, rate), truth
+
+
+def _frames(x: I16, rate: int) -> list[bytes]:
+    step = rate // 50
+    return [x[i : i + step].tobytes() for i in range(0, x.size - step + 1, step)]
+
+
+# --------------------------------------------------------------------------------------------
+# VAD cost
+
+
+async def _feed_accelerated(
+    calls: list[Call], tracks: list[list[bytes]], rate: int, batcher: SileroBatcher | None
+) -> float:
+    """Every call's frames in media order, pumping the batcher each 20 ms of media."""
+    steps = min(len(t) for t in tracks)
+    t0 = time.process_time()
+    for k in range(steps):
+        ts = k * 0.02
+        for call, track in zip(calls, tracks, strict=True):
+            call.feed(AudioFrame(track[k], rate, timestamp=ts))
+        if batcher is not None:
+            batcher.pump(once=True)  # one tick of the live batcher
+    return time.process_time() - t0
+
+
+async def _feed_realtime(calls: list[Call], tracks: list[list[bytes]], rate: int) -> float:
+    """Every call's next frame each 20 ms of wall time (the batcher runs on its own)."""
+    loop = asyncio.get_running_loop()
+    steps = min(len(t) for t in tracks)
+    start = loop.time() + 0.05
+    t0 = time.process_time()
+    for k in range(steps):
+        delay = start + k * 0.02 - loop.time()
+        await asyncio.sleep(max(0.0, delay))
+        ts = k * 0.02
+        for call, track in zip(calls, tracks, strict=True):
+            call.feed(AudioFrame(track[k], rate, timestamp=ts))
+    await asyncio.sleep(0.1)
+    return time.process_time() - t0
+
+
+async def _cost(args: argparse.Namespace, tracks: list[list[bytes]]) -> dict[str, Any]:
+    rate = args.vad_rate
+    n = len(tracks)
+    realtime = bool(args.vad_realtime)
+    # baseline: the same calls and frames through a pass-through stage
+    calls = [Call(Stage(), call_id=f"b{i}") for i in range(n)]
+    for c in calls:
+        await c.start(StartFrame(sample_rate_in=rate))
+    if realtime:
+        base = await _feed_realtime(calls, tracks, rate)
+    else:
+        base = await _feed_accelerated(calls, tracks, rate, None)
+    for c in calls:
+        c.cancel()
+    batcher = SileroBatcher(manual=not realtime, keep_batch_sizes=True)
+    batcher.session  # noqa: B018 - load the model before the clock starts
+    stages = [VadStage(batcher=batcher) for _ in range(n)]
+    calls = [Call(st, call_id=f"v{i}") for i, st in enumerate(stages)]
+    for c in calls:
+        await c.start(StartFrame(sample_rate_in=rate))
+    if realtime:
+        cpu = await _feed_realtime(calls, tracks, rate)
+        await batcher.drain()
+    else:
+        cpu = await _feed_accelerated(calls, tracks, rate, batcher)
+    media = len(tracks[0]) * 0.02
+    windows = sum(s.stream.windows for s in stages if s.stream)
+    model_windows = sum(s.stream.model_windows for s in stages if s.stream)
+    for c in calls:
+        c.cancel()
+    st = batcher.stats
+    vad_cpu = max(0.0, cpu - base)
+    sizes = st.batch_sizes or [0]
+    return {
+        "mode": "realtime" if realtime else "accelerated",
+        "calls": n,
+        "media_s_per_call": round(media, 2),
+        "cpu_s_total": round(cpu, 3),
+        "cpu_s_baseline": round(base, 3),
+        "vad_cpu_pct_per_call": round(100.0 * vad_cpu / (n * media), 4),
+        "model_cpu_pct_per_call": round(100.0 * st.cpu_s / (n * media), 4),
+        "gate2_rate": round(model_windows / max(1, windows), 4),
+        "model_us_per_window": round(1e6 * st.cpu_s / max(1, st.windows), 1),
+        "model_wall_us_per_window": round(1e6 * st.busy_s / max(1, st.windows), 1),
+        "batch_mean": round(st.mean_batch, 1),
+        "batch_p50": int(np.percentile(sizes, 50)),
+        "batch_max": st.max_batch_seen,
+        "runs": st.runs,
+        "dropped": st.dropped,
+        "load": _load(),
+    }
+
+
+class _Recording(SileroBatcher):
+    """A pumped batcher that remembers which windows were submitted."""
+
+    def __init__(self, windows: int) -> None:
+        super().__init__(manual=True)
+        self.sent = np.zeros(windows, bool)
+
+    def submit(self, slot: VadSlot, first_index: int, windows: I16, *, reset: bool = False) -> None:
+        self.sent[first_index : first_index + windows.shape[0]] = True
+        super().submit(slot, first_index, windows, reset=reset)
+
+
+def _replay(
+    track: list[bytes], rate: int, params: VadParams
+) -> tuple[Segments, npt.NDArray[np.bool_]]:
+    """One track through a VadStream (pumped after every frame): its segments, and which
+    windows went to the model."""
+    batcher = _Recording(len(track) * rate // 50 // 256 + 2)
+    events: list[tuple[bool, float]] = []
+    stream = VadStream(rate, lambda s, t: events.append((s, t)), params, batcher)
+    for k, pcm in enumerate(track):
+        stream.feed(pcm, k * 0.02)
+        batcher.pump()
+    segs: Segments = []
+    start = None
+    for started, t in events:
+        if started:
+            start = t
+        elif start is not None:
+            segs.append((start, t))
+            start = None
+    if start is not None:
+        segs.append((start, len(track) * 0.02))
+    return segs, batcher.sent[: stream.windows]
+
+
+def _overlaps(seg: tuple[float, float], segs: Segments) -> tuple[float, float] | None:
+    for s in segs:
+        if s[0] < seg[1] and seg[0] < s[1]:
+            return s
+    return None
+
+
+def _window_mask(windows: int, truth: Segments, win_s: float) -> npt.NDArray[np.bool_]:
+    starts = np.arange(windows) * win_s
+    mask = np.zeros(windows, bool)
+    for a, b in truth:
+        mask |= (starts + win_s > a) & (starts < b)
+    return mask
+
+
+def _mask(segs: Segments, n: int, step: float = 0.01) -> npt.NDArray[np.bool_]:
+    m = np.zeros(n, bool)
+    for a, b in segs:
+        m[int(a / step) : int(b / step)] = True
+    return m
+
+
+def _quality(tracks: list[list[bytes]], truths: list[Segments], rate: int) -> dict[str, Any]:
+    """Gated VAD against the model-only baseline (and both against the true segments)."""
+    missed = extra = base_n = gated_n = close = 0
+    dis_base: list[float] = []
+    dis_truth: dict[str, list[float]] = {"gated": [], "model_only": []}
+    speech_model = speech_all = noise_model = noise_all = 0
+    for track, truth in zip(tracks, truths, strict=True):
+        gated, sent = _replay(track, rate, VadParams())
+        base, _ = _replay(track, rate, VadParams(gate=False))
+        base_n += len(base)
+        gated_n += len(gated)
+        missed += sum(1 for seg in base if _overlaps(seg, gated) is None)
+        extra += sum(1 for seg in gated if _overlaps(seg, base) is None)
+        close += sum(1 for seg in base if any(abs(g[0] - seg[0]) <= 0.04 for g in gated))
+        n = int(len(track) * 0.02 / 0.01)
+        gm, bm, tm = _mask(gated, n), _mask(base, n), _mask(truth, n)
+        dis_base.append(float(np.mean(gm != bm)))
+        dis_truth["gated"].append(float(np.mean(gm != tm)))
+        dis_truth["model_only"].append(float(np.mean(bm != tm)))
+        in_speech = _window_mask(sent.size, truth, 0.032)
+        speech_all += int(in_speech.sum())
+        noise_all += int((~in_speech).sum())
+        speech_model += int((sent & in_speech).sum())
+        noise_model += int((sent & ~in_speech).sum())
+    return {
+        "tracks": len(tracks),
+        "segments_model_only": base_n,
+        "segments_gated": gated_n,
+        "missed_onsets_vs_model_only": missed,
+        "extra_segments_vs_model_only": extra,
+        "onsets_within_40ms_of_model_only": round(close / max(1, base_n), 3),
+        "time_disagreement_vs_model_only": round(statistics.mean(dis_base), 4),
+        "time_disagreement_vs_truth_gated": round(statistics.mean(dis_truth["gated"]), 4),
+        "time_disagreement_vs_truth_model_only": round(statistics.mean(dis_truth["model_only"]), 4),
+        "gate2_rate_in_speech": round(speech_model / max(1, speech_all), 3),
+        "gate2_rate_in_noise": round(noise_model / max(1, noise_all), 3),
+    }
+
+
+def run_vad(args: argparse.Namespace) -> dict[str, Any]:
+    """VAD CPU per call at ``--vad-calls`` concurrent calls, gate-2 rate and missed onsets."""
+    rng = np.random.default_rng(args.vad_seed)
+    rate = args.vad_rate
+    pool = _utterances(rate, args.vad_engine, rng)
+    distinct = min(args.vad_calls, 24)
+    made = [call_track(args.vad_seconds, rate, args.vad_speech, pool, rng) for _ in range(distinct)]
+    speech_share = statistics.mean(
+        sum(b - a for a, b in truth) / args.vad_seconds for _, truth in made
+    )
+    framed = [_frames(audio, rate) for audio, _ in made]
+    # every call replays one of the distinct tracks from its own offset (circularly)
+    tracks = []
+    for i in range(args.vad_calls):
+        base = framed[i % distinct]
+        off = int(rng.integers(len(base)))
+        tracks.append(base[off:] + base[:off])
+    cost = asyncio.run(_cost(args, tracks))
+    quality = _quality(framed[: min(distinct, 8)], [t for _, t in made[:8]], rate)
+    return {
+        "command": "python -m harken.bench.speech_vad vad",
+        "rate": rate,
+        "engine": args.vad_engine,
+        "speech_share": round(speech_share, 3),
+        **cost,
+        "quality": quality,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# turn detection
+
+#: (prefix before the pause, the rest of the sentence)
+CUTS = (
+    ("I'd like to book a table for", "two people tonight."),
+    ("What time do you", "close on Sunday?"),
+    ("My account number is four five", "six seven eight."),
+    ("I was wondering if you could", "help me with my bill."),
+    ("Can you tell me about the", "opening hours?"),
+    ("I need to change my", "delivery address."),
+    ("So basically what happened was", "my card got declined."),
+    ("I'm calling because", "my internet is down again."),
+    ("We would like to order", "two large pizzas."),
+    ("The problem started when", "I updated the app."),
+)
+FILLERS = (
+    "I'd like to book a table for, um,",
+    "I think that, um,",
+    "So the problem is, well,",
+    "My name is, uh,",
+    "I want to, hmm,",
+    "Well, let me see, um,",
+    "And then, uh,",
+    "Can I get a, um,",
+    "It's about my, uh,",
+    "The thing is, you know,",
+)
+COMPLETE = (
+    "I'd like to book a table for two people tonight.",
+    "What time do you close on Sunday?",
+    "Yes, that works for me.",
+    "My account number is four five six seven eight.",
+    "Can you help me with my bill?",
+    "That's all, thanks.",
+    "I need to change my delivery address.",
+    "No, thank you.",
+    "My card got declined.",
+    "Could you repeat that, please?",
+    "We would like to order two large pizzas.",
+    "Okay, goodbye.",
+    "I'm calling about my internet connection.",
+    "Is the store open tomorrow?",
+    "Perfect, see you then.",
+)
+
+
+def _cached(cache: Path | None, key: str, make: Any) -> I16:
+    if cache is None:
+        out: I16 = make()
+        return out
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".npy")
+    if path.exists():
+        loaded: I16 = np.load(path)
+        return loaded
+    audio: I16 = make()
+    np.save(path, audio)
+    return audio
+
+
+def _cut_clip(prefix: str, rest: str, engine: str) -> I16:
+    """``prefix`` cut out of the whole sentence: the pause comes mid-sentence, prosody intact.
+
+    The cut is the quietest 10 ms near where the prefix alone would end (word boundary)."""
+    full = sd.synth(f"{prefix} {rest}", 16000, engine=engine)
+    alone = sd.synth(prefix, 16000, engine=engine)
+    hop = 160
+    frames = full[: full.size // hop * hop].astype(np.float64).reshape(-1, hop)
+    energy = np.convolve((frames**2).mean(axis=1), np.ones(3) / 3, mode="same")
+    lo, hi = int(0.8 * alone.size / hop), min(energy.size - 1, int(1.08 * alone.size / hop))
+    cut = (lo + int(np.argmin(energy[lo:hi]))) * hop if hi > lo else alone.size
+    return full[:cut]
+
+
+def turn_set(engine: str, cache: Path | None) -> list[tuple[str, str, str, I16]]:
+    """(label, kind, transcript, 16 kHz audio) for the labelled set."""
+    items: list[tuple[str, str, str, I16]] = []
+    for text in COMPLETE:
+        audio = _cached(
+            cache, f"{engine}|c|{text}", lambda t=text: sd.synth(t, 16000, engine=engine)
+        )
+        items.append(("complete", "sentence", text, audio))
+    for prefix, rest in CUTS:
+        audio = _cached(
+            cache, f"{engine}|cut|{prefix}|{rest}", lambda p=prefix, r=rest: _cut_clip(p, r, engine)
+        )
+        items.append(("incomplete", "cut", prefix, audio))
+    for text in FILLERS:
+        audio = _cached(
+            cache, f"{engine}|f|{text}", lambda t=text: sd.synth(t, 16000, engine=engine)
+        )
+        items.append(("incomplete", "filler", text, audio))
+    return items
+
+
+async def _turn_calls(
+    clips: list[tuple[I16, float]],
+    rate: int,
+    params: TurnParams,
+    rng: np.random.Generator,
+) -> list[tuple[UserTurnEndFrame | None, float]]:
+    """Run each clip as a live call (real time, concurrently, staggered); for each, the first
+    turn end and the delay (media s) from the true end of speech to when it was broadcast."""
+    pool = TurnPool()
+    loop = asyncio.get_running_loop()
+    results: list[tuple[UserTurnEndFrame | None, float]] = [(None, math.nan)] * len(clips)
+
+    async def one(i: int, audio: I16, speech_end: float) -> None:
+        await asyncio.sleep(float(rng.uniform(0.0, 3.0)))
+        media = [0.0]
+
+        class Catch(Stage):
+            def on_system(self, frame: Any) -> None:
+                if isinstance(frame, UserTurnEndFrame) and results[i][0] is None:
+                    results[i] = (frame, media[0] - speech_end)
+
+        call = Call(Pipeline([VadStage(), TurnStage(params, pool=pool), Catch()]), call_id=f"t{i}")
+        await call.start(StartFrame(sample_rate_in=rate))
+        frames = _frames(audio, rate)
+        start = loop.time()
+        for k, pcm in enumerate(frames):
+            media[0] = (k + 1) * 0.02
+            call.feed(AudioFrame(pcm, rate, timestamp=k * 0.02))
+            if results[i][0] is not None:
+                break
+            await asyncio.sleep(max(0.0, start + (k + 1) * 0.02 - loop.time()))
+        call.cancel()
+
+    await asyncio.gather(*(one(i, a, e) for i, (a, e) in enumerate(clips)))
+    return results
+
+
+def run_turn(args: argparse.Namespace) -> dict[str, Any]:
+    """Precision/recall of "complete" and endpoint delay vs a silence timer, on a labelled set."""
+    engine = args.turn_engine
+    if engine == "auto":
+        engine = "piper" if sd.have_piper() else "espeak"
+    cache = Path(args.turn_cache) if args.turn_cache else None
+    rng = np.random.default_rng(args.turn_seed)
+    rate = args.turn_rate
+    items = turn_set(engine, cache)
+    clips: list[tuple[I16, float]] = []
+    tail = args.turn_silence + 1.0
+    for _, _, _, audio in items:
+        speech = _scale(sd.to_rate(audio, 16000, rate), float(rng.uniform(-26, -18)))
+        lead, n = int(0.6 * rate), speech.size
+        total = lead + n + int(tail * rate)
+        mix = np.zeros(total)
+        mix[lead : lead + n] = speech
+        noise = sd.line_noise(total, rate, rng, level_dbfs=float(rng.uniform(-58, -48)))
+        pcm = np.clip(np.round(mix) + noise, -32768, 32767).astype(np.int16)
+        clips.append((sd.phone_channel(pcm, rate), (lead + n) / rate))
+    model = TurnParams(silence_s=args.turn_silence, text="off")
+    timer = TurnParams(model=False, text="off", silence_s=args.turn_timer)
+    got = asyncio.run(_turn_calls(clips, rate, model, rng))
+    base = asyncio.run(_turn_calls(clips, rate, timer, rng))
+    labels = [label == "complete" for label, _, _, _ in items]
+    probs = [f.confidence if f is not None else None for f, _ in got]
+
+    def score(pred: list[bool]) -> dict[str, float]:
+        tp = sum(p and t for p, t in zip(pred, labels, strict=True))
+        fp = sum(p and not t for p, t in zip(pred, labels, strict=True))
+        fn = sum(t and not p for p, t in zip(pred, labels, strict=True))
+        return {
+            "precision": round(tp / max(1, tp + fp), 3),
+            "recall": round(tp / max(1, tp + fn), 3),
+            "tp": tp,
+            "fp": fp,
+            "fn": fn,
+        }
+
+    model_pred = [f is not None and f.reason == "model" for f, _ in got]
+    veto = TurnParams(text="veto")
+    text_only = TurnParams(model=False, text="veto")
+    transcripts = [t for _, _, t, _ in items]
+    veto_pred = [
+        decide(p, text_complete(t), veto)[0] if p is not None else False
+        for p, t in zip(probs, transcripts, strict=True)
+    ]
+    text_pred = [decide(None, text_complete(t), text_only)[0] for t in transcripts]
+    delays = [d for (f, d), y in zip(got, labels, strict=True) if y and f is not None]
+    delays_tp = [
+        d
+        for (f, d), y in zip(got, labels, strict=True)
+        if y and f is not None and f.reason == "model"
+    ]
+    base_delays = [d for (f, d), y in zip(base, labels, strict=True) if y and f is not None]
+    per_kind: dict[str, list[float | None]] = {}
+    for (_, kind, _, _), p in zip(items, probs, strict=True):
+        per_kind.setdefault(kind, []).append(p)
+    return {
+        "command": "python -m harken.bench.speech_vad turn",
+        "engine": engine,
+        "rate": rate,
+        "clips": {"complete": sum(labels), "incomplete": len(labels) - sum(labels)},
+        "smart_turn": score(model_pred),
+        "smart_turn_text_veto": score(veto_pred),
+        "text_only_oracle_transcript": score(text_pred),
+        "endpoint_delay_ms_mean_model": round(1000 * statistics.mean(delays), 0)
+        if delays
+        else None,
+        "endpoint_delay_ms_mean_model_when_model_decided": round(
+            1000 * statistics.mean(delays_tp), 0
+        )
+        if delays_tp
+        else None,
+        "endpoint_delay_ms_mean_timer": round(1000 * statistics.mean(base_delays), 0)
+        if base_delays
+        else None,
+        "timer_s": args.turn_timer,
+        "backstop_s": args.turn_silence,
+        "probabilities": {
+            k: [None if p is None else round(p, 3) for p in v] for k, v in per_kind.items()
+        },
+        "load": _load(),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m harken.bench.speech_vad")
+    parser.add_argument("which", choices=("vad", "turn", "all"), nargs="?", default="all")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    out: dict[str, Any] = {}
+    if args.which in ("vad", "all"):
+        out["vad"] = run_vad(args)
+    if args.which in ("turn", "all"):
+        out["turn"] = run_turn(args)
+    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
