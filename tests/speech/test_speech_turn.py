@@ -1,0 +1,385 @@
+"""Turn detection: text completeness, the decision table, Smart Turn features and verdicts on
+clear cases, the TurnStage state machine (generations, backstops, transcripts) and VAD + turn
+end to end on a telephone call.
+
+Speech for the turn model is synthesized with Piper (the ``piper`` extra, installed for tests):
+Smart Turn judges prosody, and espeak's robotic prosody is not a fair test of it. Piper tests
+skip when the extra is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from functools import lru_cache
+
+import numpy as np
+import pytest
+
+from harken.bench import speech_data as sd
+from harken.errors import ConfigError
+from harken.frames import (
+    AudioFrame,
+    StartFrame,
+    TranscriptFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    UserTurnEndFrame,
+)
+from harken.pipeline import Call, Pipeline
+from harken.speech.models import package_dir
+from harken.speech.smart_turn import SmartTurn, default_smart_turn, log_mel_features
+from harken.speech.turn import TurnParams, TurnPool, TurnStage, decide, text_complete
+from harken.speech.vad import VadStage
+from harken.speech.vad_batch import SileroBatcher
+from harken.testing.stages import Recorder
+
+needs_piper = pytest.mark.skipif(not sd.have_piper(), reason="the piper extra is not installed")
+
+COMPLETE = ("I'd like to book a table for two.", "Can you help me?")
+INCOMPLETE = ("I think that, um,", "I want to, hmm,")
+
+
+@lru_cache(maxsize=8)
+def piper_clip(text: str, rate: int = 16000) -> np.ndarray:
+    audio, native = sd.piper(text)
+    out = sd.to_rate(audio, native, rate)
+    out.setflags(write=False)
+    return out
+
+
+def _padded(audio: np.ndarray, rate: int, before: float = 0.5, after: float = 0.2) -> np.ndarray:
+    return (
+        np.concatenate(
+            [np.zeros(int(before * rate)), audio.astype(np.float64), np.zeros(int(after * rate))]
+        ).astype(np.float32)
+        / 32768
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# text and decisions
+
+
+@pytest.mark.parametrize(
+    ("text", "verdict"),
+    [
+        ("I'd like to book a table for two.", True),
+        ("What time do you close?", True),
+        ("What is this for?", True),
+        ("Thank you.", True),
+        ("I think so.", True),
+        ("I'd like to book a table for", False),
+        ("I'd like to book a table for.", False),  # STT punctuates anyway
+        ("My name is, uh,", False),
+        ("I was going to say, um", False),
+        ("and because", False),
+        ("so the thing is...", False),
+        ("wait \u2014", False),
+        ("I'm calling because", False),
+        ("yes", None),
+        ("", None),
+        ("   ", None),
+    ],
+)
+def test_text_complete(text: str, verdict: bool | None) -> None:
+    assert text_complete(text) is verdict
+
+
+def test_decide() -> None:
+    veto = TurnParams(text="veto")
+    vote = TurnParams(text="vote")
+    off = TurnParams(text="off")
+    text_only = TurnParams(model=False)
+    assert decide(0.9, None, veto) == (True, "model", 0.9)
+    assert decide(0.9, False, veto) == (False, "", 0.9)  # the transcript vetoes
+    assert decide(0.9, False, off) == (True, "model", 0.9)  # transcripts ignored
+    assert decide(0.3, True, veto) == (False, "", 0.3)
+    assert decide(0.3, True, vote) == (True, "text", 0.3)  # the transcript lowers the bar
+    assert decide(0.1, True, vote) == (False, "", 0.1)
+    assert decide(None, True, veto) == (False, "", None)  # the model has not answered yet
+    assert decide(None, True, text_only) == (True, "text", None)
+    assert decide(None, None, text_only) == (False, "", None)
+
+
+def test_turn_params_validation() -> None:
+    with pytest.raises(ConfigError):
+        TurnParams(threshold=0.0)
+    with pytest.raises(ConfigError):
+        TurnParams(text="maybe")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        TurnParams(max_audio_s=10)
+    with pytest.raises(ConfigError):
+        TurnParams(silence_s=0)
+
+
+# --------------------------------------------------------------------------------------------
+# Smart Turn
+
+
+def test_features_match_the_reference_implementation() -> None:
+    """harken's numpy log-mel equals pipecat's vendored Whisper extractor (loaded by path)."""
+    ref_path = package_dir("pipecat", "pipecat-ai") / "audio/turn/smart_turn/_whisper_features.py"
+    if not ref_path.is_file():
+        pytest.skip("pipecat's reference feature extractor is not installed")
+    spec = importlib.util.spec_from_file_location("_ref_whisper_features", ref_path)
+    assert spec is not None and spec.loader is not None
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    rng = np.random.default_rng(4)
+    for n in (16000 * 2, 16000 * 8, 16000 * 11):  # shorter, exact, longer than 8 s
+        x = (rng.standard_normal(n) * 0.05).astype(np.float32)
+        x[: n // 3] *= 0.01
+        ours = log_mel_features(x)
+        fitted = np.pad(x, (max(0, 128000 - n), 0))[-128000:]
+        theirs = ref.compute_whisper_log_mel_features(fitted, do_normalize=True)
+        assert ours.shape == theirs.shape == (80, 800)
+        assert np.max(np.abs(ours - theirs)) < 1e-4
+
+
+def test_smart_turn_session_shapes() -> None:
+    model = SmartTurn()
+    probs = model.predict_many([np.zeros(16000, np.float32), np.zeros(100, np.float32)])
+    assert len(probs) == 2
+    assert all(0.0 <= p <= 1.0 for p in probs)
+
+
+@needs_piper
+def test_smart_turn_clear_cases() -> None:
+    model = default_smart_turn()
+    clips = [_padded(piper_clip(t), 16000) for t in COMPLETE + INCOMPLETE]
+    probs = model.predict_many(clips)
+    for text, p in zip(COMPLETE, probs[: len(COMPLETE)], strict=True):
+        assert p >= 0.7, (text, p)
+    for text, p in zip(INCOMPLETE, probs[len(COMPLETE) :], strict=True):
+        assert p < 0.3, (text, p)
+
+
+async def test_turn_pool_runs_off_the_loop_and_reports_failures() -> None:
+    pool = TurnPool()
+    p = await pool.predict(np.zeros(8000, np.int16), 8000)
+    assert p is not None and 0.0 <= p <= 1.0
+
+    class Broken(SmartTurn):
+        def predict_many(self, audios: list[np.ndarray]) -> list[float]:
+            raise RuntimeError("model exploded")
+
+    broken = TurnPool(Broken())
+    assert await broken.predict(np.zeros(8000, np.int16), 8000) is None
+    assert broken.failed == 1
+
+
+# --------------------------------------------------------------------------------------------
+# the stage, with a pool the test answers for
+
+
+class FakePool:
+    """Stands in for :class:`TurnPool`: records requests; the test answers them."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[np.ndarray, int, object]] = []
+
+    def submit(self, pcm: np.ndarray, rate: int, done: object) -> None:
+        self.requests.append((pcm, rate, done))
+
+    def answer(self, p: float | None, i: int = -1) -> None:
+        self.requests[i][2](p)  # type: ignore[operator]
+
+
+async def _turn_call(params: TurnParams) -> tuple[Call, TurnStage, Recorder, FakePool]:
+    pool = FakePool()
+    stage = TurnStage(params, pool=pool)  # type: ignore[arg-type]
+    recorder = Recorder()
+    call = Call(Pipeline([stage, recorder]))
+    await call.start(StartFrame(sample_rate_in=8000))
+    return call, stage, recorder, pool
+
+
+def _audio(call: Call, start: float, end: float, rate: int = 8000) -> None:
+    """Feed 20 ms frames of quiet noise covering media time [start, end)."""
+    rng = np.random.default_rng(int(start * 1000))
+    t = start
+    while t < end - 1e-9:
+        pcm = (rng.standard_normal(rate // 50) * 30).astype(np.int16).tobytes()
+        call.feed(AudioFrame(pcm, rate, timestamp=t))
+        t = round(t + 0.02, 6)
+
+
+def _ends(recorder: Recorder) -> list[tuple[str, float, float | None]]:
+    return [(f.reason, f.speech_end, f.confidence) for f in recorder.of(UserTurnEndFrame)]
+
+
+async def test_model_complete_ends_the_turn() -> None:
+    call, _stage, recorder, pool = await _turn_call(TurnParams(silence_s=1.0))
+    _audio(call, 0.0, 0.5)
+    call.system(UserStartedSpeakingFrame(timestamp=0.5))
+    _audio(call, 0.5, 2.0)
+    call.system(UserStoppedSpeakingFrame(timestamp=1.8))
+    assert len(pool.requests) == 1
+    pcm, rate, _ = pool.requests[0]
+    assert rate == 8000
+    assert pcm.size == 2.0 * 8000  # from 0.5 s before the speech start to now
+    assert _ends(recorder) == []
+    pool.answer(0.9)
+    assert _ends(recorder) == [("model", 1.8, 0.9)]
+    _audio(call, 2.0, 4.0)  # no backstop after the turn has ended
+    assert len(_ends(recorder)) == 1
+    call.cancel()
+
+
+async def test_incomplete_waits_for_the_silence_backstop() -> None:
+    call, _stage, recorder, pool = await _turn_call(TurnParams(silence_s=1.0))
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.5)
+    call.system(UserStoppedSpeakingFrame(timestamp=1.3))
+    pool.answer(0.1)
+    _audio(call, 1.5, 2.28)
+    assert _ends(recorder) == []
+    _audio(call, 2.28, 2.4)  # media time reaches stop + 1.0 s
+    assert _ends(recorder) == [("silence", 1.3, 0.1)]
+    call.cancel()
+
+
+async def test_speech_resuming_discards_the_pending_verdict() -> None:
+    call, _stage, recorder, pool = await _turn_call(TurnParams(silence_s=1.0))
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.5)
+    call.system(UserStoppedSpeakingFrame(timestamp=1.3))
+    call.system(UserStartedSpeakingFrame(timestamp=1.45))  # the caller goes on
+    pool.answer(0.95, 0)  # the stale verdict arrives: ignored
+    _audio(call, 1.5, 3.0)  # and no backstop while speaking
+    assert _ends(recorder) == []
+    call.system(UserStoppedSpeakingFrame(timestamp=2.9))
+    assert len(pool.requests) == 2
+    assert pool.requests[1][0].size == 3.0 * 8000  # the whole turn (all the audio there is)
+    pool.answer(0.8, 1)
+    assert _ends(recorder) == [("model", 2.9, 0.8)]
+    call.cancel()
+
+
+async def test_results_after_the_call_ended_are_dropped() -> None:
+    call, stage, recorder, pool = await _turn_call(TurnParams())
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.0)
+    call.system(UserStoppedSpeakingFrame(timestamp=0.9))
+    call.cancel()
+    await call.wait()
+    pool.answer(0.99)
+    assert _ends(recorder) == []
+    assert stage.closed
+
+
+async def test_transcript_veto_then_completion() -> None:
+    call, _stage, recorder, pool = await _turn_call(TurnParams(text="veto", silence_s=3.0))
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.5)
+    call.feed(TranscriptFrame("I'd like to book a table", final=True))
+    call.feed(TranscriptFrame("for", final=False))
+    call.system(UserStoppedSpeakingFrame(timestamp=1.4))
+    pool.answer(0.9)
+    assert _ends(recorder) == []  # "... a table for" cannot be the end
+    call.feed(TranscriptFrame("for two.", final=True))  # the final replaces the interim
+    assert _ends(recorder) == [("model", 1.4, 0.9)]
+    call.cancel()
+
+
+async def test_text_only_turns() -> None:
+    call, _stage, recorder, pool = await _turn_call(TurnParams(model=False, silence_s=3.0))
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.5)
+    call.system(UserStoppedSpeakingFrame(timestamp=1.4))
+    assert pool.requests == []
+    call.feed(TranscriptFrame("Yes, that works", final=False))
+    assert _ends(recorder) == []
+    call.feed(TranscriptFrame("Yes, that works for me.", final=True))
+    assert _ends(recorder) == [("text", 1.4, None)]
+    call.cancel()
+
+
+async def test_vote_lets_a_complete_transcript_lower_the_bar() -> None:
+    call, _stage, recorder, pool = await _turn_call(TurnParams(text="vote"))
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.5)
+    call.feed(TranscriptFrame("Can you help me?", final=True))
+    call.system(UserStoppedSpeakingFrame(timestamp=1.4))
+    pool.answer(0.3)
+    assert _ends(recorder) == [("text", 1.4, 0.3)]
+    call.cancel()
+
+
+async def test_wall_clock_backstop_when_audio_stops() -> None:
+    call, _stage, recorder, pool = await _turn_call(TurnParams(silence_s=0.05))
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.0)
+    call.system(UserStoppedSpeakingFrame(timestamp=0.9))
+    pool.answer(0.2)
+    for _ in range(200):  # the transport sends nothing more; the timer decides
+        if _ends(recorder):
+            break
+        await asyncio.sleep(0.01)
+    assert _ends(recorder) == [("silence", 0.9, 0.2)]
+    call.cancel()
+
+
+async def test_long_turns_send_the_last_eight_seconds() -> None:
+    call, _stage, _recorder, pool = await _turn_call(TurnParams())
+    call.system(UserStartedSpeakingFrame(timestamp=0.5))
+    _audio(call, 0.0, 12.0)
+    call.system(UserStoppedSpeakingFrame(timestamp=11.8))
+    assert pool.requests[0][0].size == 8 * 8000
+    call.cancel()
+
+
+# --------------------------------------------------------------------------------------------
+# end to end: VAD + turn detection on a phone call, real models
+
+
+def _phone_call(text: str, rate: int, seed: int) -> tuple[bytes, float]:
+    rng = np.random.default_rng(seed)
+    speech = piper_clip(text, rate).astype(np.float64) * 1.5
+    lead, tail = int(0.8 * rate), int(2.5 * rate)
+    mix = np.concatenate([np.zeros(lead), speech, np.zeros(tail)])
+    noise = sd.line_noise(mix.size, rate, rng, level_dbfs=-52.0)
+    pcm = sd.phone_channel(np.clip(np.round(mix) + noise, -32768, 32767).astype(np.int16), rate)
+    return pcm.tobytes(), (lead + speech.size) / rate
+
+
+async def _run_turn_call(pcm: bytes, rate: int, params: TurnParams) -> tuple[Recorder, TurnStage]:
+    batcher = SileroBatcher(manual=True)
+    turn = TurnStage(params)
+    recorder = Recorder()
+    call = Call(Pipeline([VadStage(batcher=batcher), turn, recorder]))
+    await call.start(StartFrame(sample_rate_in=rate))
+    step = rate // 50 * 2
+    for k in range(len(pcm) // step):
+        call.feed(AudioFrame(pcm[k * step : (k + 1) * step], rate, timestamp=k * 0.02))
+        batcher.pump()
+        if recorder.of(UserTurnEndFrame):
+            break
+        if turn._requested:  # a verdict is on its way: let it land before media time moves on
+            for _ in range(1000):
+                await asyncio.sleep(0.005)
+                if not turn._requested:
+                    break
+    call.cancel()
+    return recorder, turn
+
+
+@needs_piper
+async def test_vad_and_turn_detection_on_a_phone_call() -> None:
+    rate = 8000
+    params = TurnParams(silence_s=1.5)
+    pcm, speech_end = _phone_call(COMPLETE[0], rate, seed=1)
+    recorder, turn = await _run_turn_call(pcm, rate, params)
+    (end,) = recorder.of(UserTurnEndFrame)
+    assert end.reason == "model"
+    assert abs(end.speech_end - speech_end) <= 0.08
+    assert len(recorder.of(UserStoppedSpeakingFrame)) == 1
+
+    # a trailing filler without a pause before it: on 8 kHz audio Smart Turn takes a comma
+    # pause ("I think that, um,") for an end far more often than on wideband audio
+    pcm, speech_end = _phone_call("I would like to order the um", rate, seed=2)
+    recorder, turn = await _run_turn_call(pcm, rate, params)
+    ends = recorder.of(UserTurnEndFrame)
+    assert [e.reason for e in ends] == ["silence"]
+    assert turn.verdicts and all(p is not None and p < 0.5 for _, p in turn.verdicts)
