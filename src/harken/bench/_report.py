@@ -114,7 +114,11 @@ def markdown(result: dict[str, Any], images: dict[str, str] | None = None) -> st
             "",
         ]
     for scenario in result.get("scenarios", []):
-        recs = [r for r in records if r["scenario"] == scenario]
+        order = list(result.get("systems", []))
+        recs = sorted(
+            (r for r in records if r["scenario"] == scenario),
+            key=lambda r: (order.index(r["system"]) if r["system"] in order else 99, r["calls"]),
+        )
         if not recs:
             continue
         lines.append(f"### `{scenario}`")

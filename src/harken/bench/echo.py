@@ -381,29 +381,18 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     load_start = load_average()
     for scenario in scenarios:
         args.scenario_now = scenario
-        for system in systems:
-            tag = f"{system}-{scenario}"
-            if args.idle_calls > 0:
-                progress.label = f"[{tag} idle {args.idle_calls}]"
-                server = _start(system, scenario, args, bench_dir, server_core, reply, tag, 0)
-                try:
-                    rec = asyncio.run(
-                        run_idle(
-                            server.ws_url,
-                            server.pid,
-                            scripts[scenario],
-                            args.idle_calls,
-                            args.ramp_rate,
-                        )
+        if args.idle_calls > 0:
+            for system in systems:
+                idle.append(
+                    _idle_phase(
+                        system, scenario, args, bench_dir, server_core, scripts, reply, progress
                     )
-                finally:
-                    server.stop()
-                rec = {"system": system, "scenario": scenario, **rec}
-                idle.append(rec)
-                progress.done(
-                    f"{progress.label} {rec['idle_rss_kb_per_call']} KB RSS per idle call"
                 )
-            for calls in levels:
+        # levels outside, systems inside: both systems see the machine at nearly the same time
+        running = list(systems)
+        for calls in levels:
+            for system in list(running):
+                tag = f"{system}-{scenario}"
                 progress.label = f"[{tag} {calls} calls]"
                 server = _start(system, scenario, args, bench_dir, server_core, reply, tag, calls)
                 try:
@@ -418,7 +407,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 records.append(rec)
                 progress.done(f"{progress.label} " + _report.level_line(rec))
                 if not args.keep_going and _stop(rec, args):
-                    break  # this system broke (or the generator fell behind): next system
+                    running.remove(system)  # it broke (or the generator fell behind): done
     result: dict[str, object] = {
         "bench": "echo",
         "started": started,
@@ -445,6 +434,29 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         written = _report.write_docs(result, Path(args.docs_dir))
         result["report_files"] = [str(p) for p in written]
     return result
+
+
+def _idle_phase(
+    system: str,
+    scenario: str,
+    args: argparse.Namespace,
+    bench_dir: Path,
+    core: int | None,
+    scripts: dict[str, CallerScript],
+    reply: Path | None,
+    progress: Progress,
+) -> Record:
+    tag = f"{system}-{scenario}"
+    progress.label = f"[{tag} idle {args.idle_calls}]"
+    server = _start(system, scenario, args, bench_dir, core, reply, tag, 0)
+    try:
+        rec = asyncio.run(
+            run_idle(server.ws_url, server.pid, scripts[scenario], args.idle_calls, args.ramp_rate)
+        )
+    finally:
+        server.stop()
+    progress.done(f"{progress.label} {rec['idle_rss_kb_per_call']} KB RSS per idle call")
+    return {"system": system, "scenario": scenario, **rec}
 
 
 def _start(

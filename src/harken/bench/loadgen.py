@@ -94,9 +94,6 @@ class Totals:
     rtts: array[float] = field(default_factory=lambda: array("d"))
     reply_latencies: array[float] = field(default_factory=lambda: array("d"))
 
-    def in_window(self, t: float) -> bool:
-        return self.w0 <= t < self.w1
-
 
 class LeanCall(WSListener):
     """One emulated Twilio call: the picows listener *is* the call (no task)."""
@@ -367,7 +364,7 @@ class Scheduler:
             due = base + n * step
             if due > now:
                 break
-            for call in slots[n % nslots]:
+            for call in tuple(slots[n % nslots]):  # a send may close (and unslot) a call
                 call.send_media(due)
             n += 1
             budget -= 1
