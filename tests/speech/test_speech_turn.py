@@ -382,4 +382,4 @@ async def test_vad_and_turn_detection_on_a_phone_call() -> None:
     recorder, turn = await _run_turn_call(pcm, rate, params)
     ends = recorder.of(UserTurnEndFrame)
     assert [e.reason for e in ends] == ["silence"]
-    assert turn.verdicts and all(p is not None and p < 0.5 for _, p in turn.verdicts)
+    assert turn.verdicts and all(p is not None and p < 0.5 for _, p, _ in turn.verdicts)

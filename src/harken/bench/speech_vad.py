@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
-import math
 import os
 import statistics
 import time
@@ -39,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harken.bench import speech_data as sd
-from harken.frames import AudioFrame, StartFrame, UserTurnEndFrame
+from harken.frames import AudioFrame, StartFrame
 from harken.pipeline import Call, Pipeline, Stage
 from harken.speech.turn import TurnParams, TurnPool, TurnStage, decide, text_complete
 from harken.speech.vad import VadParams, VadStage, VadStream
@@ -85,6 +84,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--turn-timer", type=float, default=0.7, help="baseline silence timer (s)")
     add("--turn-seed", type=int, default=3, help="random seed")
     add("--turn-cache", default=None, help="cache synthesized clips here (default: none)")
+    add("--turn-stagger", type=float, default=0.5, help="seconds between call starts")
 
 
 def _load() -> str:
@@ -462,41 +462,114 @@ def turn_set(engine: str, cache: Path | None) -> list[tuple[str, str, str, I16]]
     return items
 
 
+Clip = tuple[I16, float, str, str]  # phone audio, true end of speech (s), label, kind
+
+
+def _phone_clips(
+    items: list[tuple[str, str, str, I16]], rate: int, tail_s: float, rng: np.random.Generator
+) -> list[Clip]:
+    """Each clip as a caller on a phone line: 0.6 s of line noise, the speech at a random level,
+    ``tail_s`` of line noise; band-limited and u-law, at ``rate``."""
+    clips: list[Clip] = []
+    for label, kind, _, audio in items:
+        speech = _scale(sd.to_rate(audio, 16000, rate), float(rng.uniform(-26, -18)))
+        lead, n = int(0.6 * rate), speech.size
+        total = lead + n + int(tail_s * rate)
+        mix = np.zeros(total)
+        mix[lead : lead + n] = speech
+        noise = sd.line_noise(total, rate, rng, level_dbfs=float(rng.uniform(-58, -48)))
+        pcm = np.clip(np.round(mix) + noise, -32768, 32767).astype(np.int16)
+        # the true end: the last 5 ms of the speech (phone band, no noise) above -45 dBFS
+        clean = sd.phone_channel(np.round(mix).astype(np.int16), rate).astype(np.float64)
+        blk = rate // 200
+        e = (clean[: total // blk * blk].reshape(-1, blk) ** 2).mean(axis=1)
+        loud = np.flatnonzero(10 * np.log10(e / 32768**2 + 1e-12) >= -45.0)
+        end = (int(loud[-1]) + 1) * blk / rate if loud.size else (lead + n) / rate
+        clips.append((sd.phone_channel(pcm, rate), end, label, kind))
+    return clips
+
+
 async def _turn_calls(
-    clips: list[tuple[I16, float]],
+    clips: list[Clip],
     rate: int,
-    params: TurnParams,
-    rng: np.random.Generator,
-) -> list[tuple[UserTurnEndFrame | None, float]]:
-    """Run each clip as a live call (real time, concurrently, staggered); for each, the first
-    turn end and the delay (media s) from the true end of speech to when it was broadcast."""
+    configs: dict[str, TurnParams],
+    stagger_s: float,
+    lags: dict[str, Any],
+) -> list[dict[str, tuple[str, float, float | None, float] | None]]:
+    """Each clip is a live call (real time; call i starts at i * ``stagger_s``) through a
+    VadStage and one TurnStage per config; the first turn end each config decided:
+    (reason, speech_end, confidence, media time of the decision)."""
     pool = TurnPool()
     loop = asyncio.get_running_loop()
-    results: list[tuple[UserTurnEndFrame | None, float]] = [(None, math.nan)] * len(clips)
 
-    async def one(i: int, audio: I16, speech_end: float) -> None:
-        await asyncio.sleep(float(rng.uniform(0.0, 3.0)))
-        media = [0.0]
-
-        class Catch(Stage):
-            def on_system(self, frame: Any) -> None:
-                if isinstance(frame, UserTurnEndFrame) and results[i][0] is None:
-                    results[i] = (frame, media[0] - speech_end)
-
-        call = Call(Pipeline([VadStage(), TurnStage(params, pool=pool), Catch()]), call_id=f"t{i}")
+    async def one(i: int, audio: I16) -> dict[str, tuple[str, float, float | None, float] | None]:
+        await asyncio.sleep(i * stagger_s)
+        stages = {name: TurnStage(p, pool=pool, name=name) for name, p in configs.items()}
+        call = Call(Pipeline([VadStage(), *stages.values()]), call_id=f"turn{i}")
         await call.start(StartFrame(sample_rate_in=rate))
         frames = _frames(audio, rate)
         start = loop.time()
         for k, pcm in enumerate(frames):
-            media[0] = (k + 1) * 0.02
             call.feed(AudioFrame(pcm, rate, timestamp=k * 0.02))
-            if results[i][0] is not None:
+            if all(st.ends for st in stages.values()):
                 break
             await asyncio.sleep(max(0.0, start + (k + 1) * 0.02 - loop.time()))
         call.cancel()
+        model = stages.get("smart_turn")
+        if model is not None:  # how long the VAD stop and the verdict took, in media time
+            stop_lag.extend(seen - ts for ts, seen in model.stops)
+            heard = dict(model.stops)
+            verdict_lag.extend(at - heard[ts] for ts, _, at in model.verdicts if ts in heard)
+        return {name: (st.ends[0] if st.ends else None) for name, st in stages.items()}
 
-    await asyncio.gather(*(one(i, a, e) for i, (a, e) in enumerate(clips)))
-    return results
+    stop_lag: list[float] = []
+    verdict_lag: list[float] = []
+    out = list(await asyncio.gather(*(one(i, c[0]) for i, c in enumerate(clips))))
+    lags["vad_stop_heard_ms_mean"] = round(1000 * statistics.mean(stop_lag)) if stop_lag else None
+    lags["verdict_ms_mean"] = round(1000 * statistics.mean(verdict_lag)) if verdict_lag else None
+    lags["verdict_ms_max"] = round(1000 * max(verdict_lag)) if verdict_lag else None
+    lags["model_cpu_ms_per_verdict"] = round(1000 * pool.busy_s / max(1, pool.predictions))
+    return out
+
+
+def _score(
+    outcomes: list[tuple[str, float, float | None, float] | None],
+    clips: list[Clip],
+    decisive: tuple[str, ...] = ("model", "text"),
+) -> dict[str, Any]:
+    """Per clip, the first turn end: for a complete clip, a model/text end at or after the end
+    of speech is a true positive, one before it (a mid-sentence pause taken for the end) a
+    false positive, a silence end a miss; for an incomplete clip, a model/text end is a false
+    positive. Delays are media time from the true end of speech to the decision."""
+    tp = fp = fn = early = 0
+    delays: list[float] = []
+    delays_tp: list[float] = []
+    for out, (_, end, label, _) in zip(outcomes, clips, strict=True):
+        semantic = out is not None and out[0] in decisive
+        premature = out is not None and out[3] < end - 0.05
+        if label == "complete":
+            if out is not None and not premature:
+                delays.append(out[3] - end)
+            if semantic and not premature:
+                tp += 1
+                delays_tp.append(out[3] - end)  # type: ignore[index]
+            elif semantic:
+                fp += 1
+                early += 1
+            else:
+                fn += 1
+        elif semantic:
+            fp += 1
+    return {
+        "precision": round(tp / max(1, tp + fp), 3),
+        "recall": round(tp / max(1, tp + fn), 3),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "ended_mid_sentence": early,
+        "delay_ms_mean": round(1000 * statistics.mean(delays)) if delays else None,
+        "delay_ms_mean_semantic": round(1000 * statistics.mean(delays_tp)) if delays_tp else None,
+    }
 
 
 def run_turn(args: argparse.Namespace) -> dict[str, Any]:
@@ -508,81 +581,67 @@ def run_turn(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.turn_seed)
     rate = args.turn_rate
     items = turn_set(engine, cache)
-    clips: list[tuple[I16, float]] = []
-    tail = args.turn_silence + 1.0
-    for _, _, _, audio in items:
-        speech = _scale(sd.to_rate(audio, 16000, rate), float(rng.uniform(-26, -18)))
-        lead, n = int(0.6 * rate), speech.size
-        total = lead + n + int(tail * rate)
-        mix = np.zeros(total)
-        mix[lead : lead + n] = speech
-        noise = sd.line_noise(total, rate, rng, level_dbfs=float(rng.uniform(-58, -48)))
-        pcm = np.clip(np.round(mix) + noise, -32768, 32767).astype(np.int16)
-        clips.append((sd.phone_channel(pcm, rate), (lead + n) / rate))
-    model = TurnParams(silence_s=args.turn_silence, text="off")
-    timer = TurnParams(model=False, text="off", silence_s=args.turn_timer)
-    got = asyncio.run(_turn_calls(clips, rate, model, rng))
-    base = asyncio.run(_turn_calls(clips, rate, timer, rng))
-    labels = [label == "complete" for label, _, _, _ in items]
-    probs = [f.confidence if f is not None else None for f, _ in got]
-
-    def score(pred: list[bool]) -> dict[str, float]:
-        tp = sum(p and t for p, t in zip(pred, labels, strict=True))
-        fp = sum(p and not t for p, t in zip(pred, labels, strict=True))
-        fn = sum(t and not p for p, t in zip(pred, labels, strict=True))
-        return {
+    clips = _phone_clips(items, rate, args.turn_silence + 1.0, rng)
+    configs = {
+        "smart_turn": TurnParams(silence_s=args.turn_silence, text="off"),
+        "timer": TurnParams(model=False, text="off", silence_s=args.turn_timer),
+    }
+    lags: dict[str, Any] = {}
+    outcomes = asyncio.run(_turn_calls(clips, rate, configs, args.turn_stagger, lags))
+    result: dict[str, Any] = {
+        "command": f"python -m harken.bench.speech_vad turn --turn-rate {rate}",
+        "engine": engine,
+        "rate": rate,
+        "clips": {
+            "complete": sum(1 for c in clips if c[2] == "complete"),
+            "incomplete_cut": sum(1 for c in clips if c[3] == "cut"),
+            "incomplete_filler": sum(1 for c in clips if c[3] == "filler"),
+        },
+        "timer_s": args.turn_timer,
+        "backstop_s": args.turn_silence,
+    }
+    result["smart_turn"] = _score([o["smart_turn"] for o in outcomes], clips)
+    result["latency"] = lags
+    result["timer"] = _score([o["timer"] for o in outcomes], clips, ("silence",))
+    # the transcript rules, with each clip's own text as an (oracle) transcript
+    probs = [o["smart_turn"][2] if o["smart_turn"] is not None else None for o in outcomes]
+    veto = TurnParams(text="veto")
+    text_only = TurnParams(model=False)
+    for name, pred in (
+        (
+            "smart_turn_text_veto",
+            [
+                p is not None and decide(p, text_complete(t), veto)[0]
+                for p, (_, _, t, _) in zip(probs, items, strict=True)
+            ],
+        ),
+        (
+            "text_only_oracle",
+            [decide(None, text_complete(t), text_only)[0] for _, _, t, _ in items],
+        ),
+    ):
+        tp = sum(1 for y, c in zip(pred, clips, strict=True) if y and c[2] == "complete")
+        fp = sum(1 for y, c in zip(pred, clips, strict=True) if y and c[2] != "complete")
+        fn = sum(1 for y, c in zip(pred, clips, strict=True) if not y and c[2] == "complete")
+        result[name] = {
             "precision": round(tp / max(1, tp + fp), 3),
             "recall": round(tp / max(1, tp + fn), 3),
             "tp": tp,
             "fp": fp,
             "fn": fn,
         }
-
-    model_pred = [f is not None and f.reason == "model" for f, _ in got]
-    veto = TurnParams(text="veto")
-    text_only = TurnParams(model=False, text="veto")
-    transcripts = [t for _, _, t, _ in items]
-    veto_pred = [
-        decide(p, text_complete(t), veto)[0] if p is not None else False
-        for p, t in zip(probs, transcripts, strict=True)
-    ]
-    text_pred = [decide(None, text_complete(t), text_only)[0] for t in transcripts]
-    delays = [d for (f, d), y in zip(got, labels, strict=True) if y and f is not None]
-    delays_tp = [
-        d
-        for (f, d), y in zip(got, labels, strict=True)
-        if y and f is not None and f.reason == "model"
-    ]
-    base_delays = [d for (f, d), y in zip(base, labels, strict=True) if y and f is not None]
-    per_kind: dict[str, list[float | None]] = {}
-    for (_, kind, _, _), p in zip(items, probs, strict=True):
-        per_kind.setdefault(kind, []).append(p)
-    return {
-        "command": "python -m harken.bench.speech_vad turn",
-        "engine": engine,
-        "rate": rate,
-        "clips": {"complete": sum(labels), "incomplete": len(labels) - sum(labels)},
-        "smart_turn": score(model_pred),
-        "smart_turn_text_veto": score(veto_pred),
-        "text_only_oracle_transcript": score(text_pred),
-        "endpoint_delay_ms_mean_model": round(1000 * statistics.mean(delays), 0)
-        if delays
-        else None,
-        "endpoint_delay_ms_mean_model_when_model_decided": round(
-            1000 * statistics.mean(delays_tp), 0
-        )
-        if delays_tp
-        else None,
-        "endpoint_delay_ms_mean_timer": round(1000 * statistics.mean(base_delays), 0)
-        if base_delays
-        else None,
-        "timer_s": args.turn_timer,
-        "backstop_s": args.turn_silence,
-        "probabilities": {
-            k: [None if p is None else round(p, 3) for p in v] for k, v in per_kind.items()
-        },
-        "load": _load(),
+    result["first_verdicts"] = {
+        kind: [
+            None
+            if o["smart_turn"] is None or o["smart_turn"][2] is None
+            else round(o["smart_turn"][2], 2)
+            for o, c in zip(outcomes, clips, strict=True)
+            if c[3] == kind
+        ]
+        for kind in ("sentence", "cut", "filler")
     }
+    result["load"] = _load()
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

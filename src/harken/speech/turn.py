@@ -282,6 +282,7 @@ class TurnStage(Stage):
         "closed",
         "ends",
         "params",
+        "stops",
         "verdicts",
     )
 
@@ -309,10 +310,12 @@ class TurnStage(Stage):
         self._texts: list[str] = []  # finals of this turn, then the latest interim
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
-        #: (reason, speech_end, confidence) of every turn end, in order
-        self.ends: list[tuple[str, float, float | None]] = []
-        #: (stop media time, probability) of every model verdict that arrived in time
-        self.verdicts: list[tuple[float, float | None]] = []
+        #: (reason, speech_end, confidence, media time of the decision) of every turn end
+        self.ends: list[tuple[str, float, float | None, float]] = []
+        #: (stop media time, probability, media time it arrived) of every verdict in time
+        self.verdicts: list[tuple[float, float | None, float]] = []
+        #: (stop media time, media time the stop was heard) of every VAD stop in a turn
+        self.stops: list[tuple[float, float]] = []
 
     # --- frames -------------------------------------------------------------------------------
 
@@ -395,6 +398,7 @@ class TurnStage(Stage):
         self._state = _PAUSED
         self._gen += 1
         self._stop_ts = ts
+        self.stops.append((ts, self._end_ts))
         self._prob = None
         p = self.params
         if p.model:
@@ -416,7 +420,7 @@ class TurnStage(Stage):
             return  # speech resumed, the turn ended or the call closed meanwhile
         self._requested = False
         self._prob = prob
-        self.verdicts.append((self._stop_ts, prob))
+        self.verdicts.append((self._stop_ts, prob, self._end_ts))
         if prob is None:
             return  # the model failed: the backstop decides
         self._decide()
@@ -456,7 +460,7 @@ class TurnStage(Stage):
         self._cancel_timer()
         self._turn_start = math.nan
         self._texts = []
-        self.ends.append((reason, self._stop_ts, confidence))
+        self.ends.append((reason, self._stop_ts, confidence, self._end_ts))
         call = self.call
         if call is not None and not call.closed:
             self.broadcast(
