@@ -73,7 +73,7 @@ Deliver = Callable[[int, F32Array], None]
 class VadSlot:
     """One call's place in the batcher: its LSTM state and where its results go."""
 
-    __slots__ = ("closed", "deliver", "queued", "rate", "state", "waiting")
+    __slots__ = ("backlog", "closed", "deliver", "queued", "rate", "state", "waiting")
 
     def __init__(self, rate: int, deliver: Deliver) -> None:
         self.rate = rate
@@ -82,6 +82,7 @@ class VadSlot:
         self.closed = False
         self.queued = False  # present in the batcher's ready list
         self.waiting: list[tuple[int, I16Array, bool]] = []  # (first index, windows, reset)
+        self.backlog = 0  # windows waiting
 
     def reset_state(self) -> None:
         self.state = np.zeros((2, 128), np.float32)
@@ -169,6 +170,7 @@ class SileroBatcher:
         """The call is over: forget its waiting windows, discard results still in flight."""
         slot.closed = True
         slot.waiting.clear()
+        slot.backlog = 0
 
     def submit(
         self, slot: VadSlot, first_index: int, windows: I16Array, *, reset: bool = False
@@ -182,6 +184,7 @@ class SileroBatcher:
             return
         waiting = slot.waiting
         waiting.append((first_index, windows, reset))
+        slot.backlog += windows.shape[0]
         if len(waiting) == 1:
             if not slot.queued:
                 slot.queued = True
@@ -189,10 +192,9 @@ class SileroBatcher:
                 if self._timer is None and not self._in_flight and not self.manual:
                     self._schedule()
             return
-        backlog = sum(w.shape[0] for _, w, _ in waiting)
-        while backlog > self.max_backlog and len(waiting) > 1:
+        while slot.backlog > self.max_backlog and len(waiting) > 1:
             idx, old, _ = waiting.pop(0)
-            backlog -= old.shape[0]
+            slot.backlog -= old.shape[0]
             self.stats.dropped += old.shape[0]
             slot.deliver(idx, np.full(old.shape[0], np.nan, np.float32))
         if not slot.queued:
@@ -225,7 +227,7 @@ class SileroBatcher:
             if slot.closed or not waiting:
                 continue
             if budget <= 0:
-                self.stats.deferred += sum(w.shape[0] for _, w, _ in waiting)
+                self.stats.deferred += slot.backlog
                 slot.queued = True
                 self._ready.append(slot)
                 continue
@@ -254,6 +256,7 @@ class SileroBatcher:
             if waiting:
                 slot.queued = True
                 self._ready.append(slot)
+            slot.backlog -= windows.shape[0]
             if reset:
                 slot.reset_state()
             jobs.append((slot, first, windows, slot.state))
