@@ -1,0 +1,291 @@
+"""Turn transcribers: one caller turn's audio in, interim text and one final text out.
+
+:class:`AgreementTranscriber` makes a streaming recogniser out of a batch
+:class:`~harken.speech.stt.base.SttEngine` with LocalAgreement-2:
+
+* while the caller speaks, every ``step_s`` of new audio starts a *partial pass* over the turn's
+  buffer (one at a time), with the committed words forced as the decoder's prefix and the
+  context before the buffer as its prompt; the words two consecutive passes agree on are
+  committed (:class:`~harken.speech.stt.agreement.LocalAgreement`) and an interim text
+  (committed + tentative) is reported;
+* past ``max_buffer_s`` the buffer is trimmed at the end of the committed words (where the
+  engine can align words to audio), and those words become the prompt;
+* :meth:`finish` (the caller stopped) returns the final text. A pass that already covered every
+  sample of the buffer is reused as it is; otherwise one *final pass* runs over the buffer at
+  once, beside any partial still in flight, never waiting for it.
+
+:class:`StreamTranscriber` adapts a :class:`~harken.speech.stt.base.SttStream` (Deepgram,
+pocketsphinx): audio is sent as it arrives, interim events are reported, and :meth:`finish`
+asks the stream to finalize and collects its final pieces.
+
+Both are driven by :class:`~harken.speech.stt.service.SttService`; neither knows about frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from harken.speech.stt.agreement import LocalAgreement, continuation, split_words, trim_plan
+from harken.speech.stt.base import SAMPLE_RATE, SttEngine, SttEvent, SttStream, Transcription
+
+__all__ = ["AgreementTranscriber", "StreamTranscriber", "TurnTranscriber"]
+
+log = logging.getLogger("harken.stt")
+
+Interim = Callable[[str], None]
+_BYTES_PER_S: Final = 2 * SAMPLE_RATE
+_CONTEXT_CHARS: Final = 400
+
+
+class TurnTranscriber(Protocol):
+    """What the service drives, per turn."""
+
+    def feed(self, pcm: bytes) -> None: ...
+
+    async def finish(self) -> str: ...
+
+    def resume(self) -> None: ...
+
+    def reset(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class AgreementTranscriber:
+    """LocalAgreement-2 partials and a final pass over a batch engine (see the module doc)."""
+
+    def __init__(
+        self,
+        engine: SttEngine,
+        on_interim: Interim | None = None,
+        *,
+        step_s: float = 0.5,
+        min_audio_s: float = 0.4,
+        max_buffer_s: float = 20.0,
+        partials: bool | None = None,
+    ) -> None:
+        self.engine = engine
+        self.on_interim = on_interim
+        self.step = int(step_s * _BYTES_PER_S) & ~1
+        self.min_audio = int(min_audio_s * _BYTES_PER_S) & ~1
+        self.max_buffer_s = max_buffer_s
+        self.partials = engine.partials if partials is None else partials
+        self.buffer = bytearray()
+        self.context: list[str] = []  # committed words before the buffer (the prompt)
+        self.agreement = LocalAgreement(2)
+        self.passes = 0
+        self._speaking = True
+        self._loop: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._inflight: asyncio.Future[Transcription] | None = None
+        self._inflight_len = 0
+        self._last: tuple[int, int, Transcription] | None = None  # (buffer len, epoch, result)
+        self._epoch = 0  # bumped by trims: results of an older buffer are not comparable
+        self._last_interim = ""
+        if self.partials:
+            self._loop = asyncio.get_running_loop().create_task(
+                self._run(), name="harken:stt-partials"
+            )
+
+    # --- input -----------------------------------------------------------------------------
+
+    def feed(self, pcm: bytes) -> None:
+        self.buffer += pcm
+        if len(self.buffer) - self._inflight_len >= self.step:
+            self._wake.set()
+
+    @property
+    def buffer_s(self) -> float:
+        return len(self.buffer) / _BYTES_PER_S
+
+    # --- partial passes ----------------------------------------------------------------------
+
+    def _prompt(self) -> str:
+        return " ".join(self.context)[-_CONTEXT_CHARS:]
+
+    def _start_pass(self) -> asyncio.Future[Transcription]:
+        self.passes += 1
+        prefix = " ".join(self.agreement.committed)
+        fut = asyncio.ensure_future(
+            self.engine.transcribe(bytes(self.buffer), prompt=self._prompt(), prefix=prefix)
+        )
+        return fut
+
+    async def _run(self) -> None:
+        done_len = 0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._speaking:
+                continue
+            size = len(self.buffer)
+            if size < self.min_audio or size - done_len < self.step:
+                continue
+            epoch = self._epoch
+            prefix = " ".join(self.agreement.committed)
+            self._inflight_len = size
+            self._inflight = fut = self._start_pass()
+            try:
+                result = await asyncio.shield(fut)
+            finally:
+                self._inflight = None
+            done_len = size
+            if epoch != self._epoch or not self._speaking:
+                continue
+            self._last = (size, epoch, result)
+            self.agreement.insert(continuation(result.text, prefix))
+            self._report()
+            await self._maybe_trim()
+            if len(self.buffer) - size >= self.step:
+                self._wake.set()
+
+    def _report(self) -> None:
+        text = " ".join([*self.context, *self.agreement.words])
+        if text and text != self._last_interim and self.on_interim is not None:
+            self._last_interim = text
+            self.on_interim(text)
+
+    async def _maybe_trim(self) -> None:
+        word_end = getattr(self.engine, "word_end", None)
+        committed = self.agreement.committed
+        if word_end is None or self.buffer_s <= self.max_buffer_s or not committed:
+            return
+        size = len(self.buffer)
+        end_s = await word_end(bytes(self.buffer[:size]), " ".join(committed))
+        plan = trim_plan(self.buffer_s, len(committed), end_s, max_s=self.max_buffer_s)
+        if plan is None:
+            return
+        cut = int(plan.cut_s * _BYTES_PER_S) & ~1
+        del self.buffer[:cut]
+        self.context.extend(committed[: plan.words])
+        self.agreement.committed = committed[plan.words :]
+        self.agreement.forget_history()
+        self._epoch += 1
+        self._last = None
+
+    # --- the end of the turn -----------------------------------------------------------------
+
+    async def finish(self) -> str:
+        """The final text of everything fed so far (context, committed and the last words)."""
+        self._speaking = False
+        size = len(self.buffer)
+        prefix = " ".join(self.agreement.committed)
+        result: Transcription | None = None
+        if self._inflight is not None and self._inflight_len == size:
+            with contextlib.suppress(asyncio.CancelledError):
+                result = await asyncio.shield(self._inflight)
+        elif self._last is not None and self._last[0] == size and self._last[1] == self._epoch:
+            result = self._last[2]
+        if result is None and size > 0:
+            self.passes += 1
+            result = await self.engine.transcribe(
+                bytes(self.buffer), prompt=self._prompt(), prefix=prefix
+            )
+        words = continuation(result.text, prefix) if result is not None else []
+        final = [*self.context, *self.agreement.committed, *words]
+        return " ".join(final)
+
+    def resume(self) -> None:
+        """Speech resumed before the turn ended: keep the buffer, go on with partial passes."""
+        self._speaking = True
+        self._wake.set()
+
+    def reset(self) -> None:
+        """Forget everything (the service makes a new transcriber per turn instead)."""
+        self.buffer.clear()
+        self.context = []
+        self.agreement.reset()
+        self._last = None
+        self._epoch += 1
+
+    async def aclose(self) -> None:
+        self._speaking = False
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+            self._loop = None
+
+
+class StreamTranscriber:
+    """Drives a :class:`~harken.speech.stt.base.SttStream` for one call, turn after turn."""
+
+    def __init__(
+        self, stream: SttStream, on_interim: Interim | None = None, *, flush_timeout_s: float = 3.0
+    ) -> None:
+        self.stream = stream
+        self.on_interim = on_interim
+        self.flush_timeout_s = flush_timeout_s
+        self.finals: list[str] = []
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._flushed: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
+        self._sender = loop.create_task(self._send(), name="harken:stt-send")
+        self._reader = loop.create_task(self._read(), name="harken:stt-read")
+        self.error: BaseException | None = None
+
+    def feed(self, pcm: bytes) -> None:
+        self._queue.put_nowait(pcm)
+
+    async def _send(self) -> None:
+        while True:
+            pcm = await self._queue.get()
+            try:
+                if pcm is None:
+                    await self.stream.finalize()
+                else:
+                    await self.stream.send(pcm)
+            finally:
+                self._queue.task_done()
+
+    async def _read(self) -> None:
+        try:
+            async for event in self.stream.events():
+                self._on_event(event)
+        except Exception as exc:  # noqa: BLE001 - kept and raised by finish()
+            self.error = exc
+        finally:
+            if self._flushed is not None and not self._flushed.done():
+                self._flushed.set_result(None)
+
+    def _on_event(self, event: SttEvent) -> None:
+        if event.final and event.text:
+            self.finals.append(event.text)
+        if event.text and self.on_interim is not None:
+            pieces = self.finals if event.final else [*self.finals, event.text]
+            self.on_interim(" ".join(pieces))
+        if event.flushed and self._flushed is not None and not self._flushed.done():
+            self._flushed.set_result(None)
+
+    async def finish(self) -> str:
+        """Ask the stream to finalize; the turn's text once every final piece has arrived."""
+        if self.error is not None:
+            raise self.error
+        self._flushed = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(None)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._flushed), self.flush_timeout_s)
+        except TimeoutError:
+            log.warning("stt stream did not confirm the flush within %.1fs", self.flush_timeout_s)
+        if self.error is not None:
+            raise self.error
+        return " ".join(split_words(" ".join(self.finals)))
+
+    def resume(self) -> None:
+        """Nothing to do: the stream keeps its state; later finals extend the turn."""
+
+    def reset(self) -> None:
+        """A new turn starts: forget the previous turn's final pieces."""
+        self.finals = []
+
+    async def aclose(self) -> None:
+        for task in (self._sender, self._reader):
+            task.cancel()
+        for task in (self._sender, self._reader):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.stream.aclose()
