@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -227,7 +228,7 @@ class SphinxStream:
                 if self._decoder is not None:
                     decoder, self._decoder = self._decoder, None
                     try:
-                        text = await run_inference(lambda d=decoder: self._end(d))
+                        text = await run_inference(functools.partial(self._end, decoder))
                     finally:
                         engine.release(decoder)
                 self._partial = ""
@@ -236,7 +237,7 @@ class SphinxStream:
             if self._decoder is None:
                 self._decoder = await engine.acquire()
                 await run_inference(self._decoder.start_utt)
-            text = await run_inference(lambda d=self._decoder, c=chunk: self._process(d, c))
+            text = await run_inference(functools.partial(self._process, self._decoder, chunk))
             if text and text != self._partial:
                 self._partial = text
                 self._events.put_nowait(SttEvent(text))
