@@ -218,7 +218,7 @@ async def test_model_complete_ends_the_turn() -> None:
     assert len(pool.requests) == 1
     pcm, rate, _ = pool.requests[0]
     assert rate == 8000
-    assert pcm.size == 2.0 * 8000  # from 0.5 s before the speech start to now
+    assert pcm.size == 2.0 * 8000  # from 0.5 s before the speech start to 0.2 s after its end
     assert _ends(recorder) == []
     pool.answer(0.9)
     assert _ends(recorder) == [("model", 1.8, 0.9)]
@@ -249,9 +249,11 @@ async def test_speech_resuming_discards_the_pending_verdict() -> None:
     pool.answer(0.95, 0)  # the stale verdict arrives: ignored
     _audio(call, 1.5, 3.0)  # and no backstop while speaking
     assert _ends(recorder) == []
+    _audio(call, 3.0, 3.2)
     call.system(UserStoppedSpeakingFrame(timestamp=2.9))
     assert len(pool.requests) == 2
-    assert pool.requests[1][0].size == 3.0 * 8000  # the whole turn (all the audio there is)
+    assert pool.requests[1][0].size == 3.1 * 8000  # the whole turn (all the audio there is)
+    assert pool.requests[0][0].size == 1.5 * 8000  # up to 1.3 + 0.2 s
     pool.answer(0.8, 1)
     assert _ends(recorder) == [("model", 2.9, 0.8)]
     call.cancel()
@@ -325,7 +327,7 @@ async def test_long_turns_send_the_last_eight_seconds() -> None:
     call, _stage, _recorder, pool = await _turn_call(TurnParams())
     call.system(UserStartedSpeakingFrame(timestamp=0.5))
     _audio(call, 0.0, 12.0)
-    call.system(UserStoppedSpeakingFrame(timestamp=11.8))
+    call.system(UserStoppedSpeakingFrame(timestamp=11.7))
     assert pool.requests[0][0].size == 8 * 8000
     call.cancel()
 

@@ -77,6 +77,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--vad-speech", type=float, default=0.4, help="share of time the caller speaks")
     add("--vad-engine", default="espeak", choices=("espeak", "piper"), help="speech synthesizer")
     add("--vad-realtime", action="store_true", help="live on the event loop (slow: 2x seconds)")
+    add("--vad-model-only", action="store_true", help="measure the baseline: no energy gate")
     add("--vad-seed", type=int, default=7, help="random seed")
     add("--turn-engine", default="auto", choices=("auto", "espeak", "piper"), help="synthesizer")
     add("--turn-rate", type=int, default=8000, choices=(8000, 16000), help="call sample rate")
@@ -203,7 +204,8 @@ async def _cost(args: argparse.Namespace, tracks: list[list[bytes]]) -> dict[str
         c.cancel()
     batcher = SileroBatcher(manual=not realtime, keep_batch_sizes=True)
     batcher.session  # noqa: B018 - load the model before the clock starts
-    stages = [VadStage(batcher=batcher) for _ in range(n)]
+    params = VadParams(gate=not args.vad_model_only)
+    stages = [VadStage(params, batcher=batcher) for _ in range(n)]
     calls = [Call(st, call_id=f"v{i}") for i, st in enumerate(stages)]
     for c in calls:
         await c.start(StartFrame(sample_rate_in=rate))
@@ -221,7 +223,8 @@ async def _cost(args: argparse.Namespace, tracks: list[list[bytes]]) -> dict[str
     vad_cpu = max(0.0, cpu - base)
     sizes = st.batch_sizes or [0]
     return {
-        "mode": "realtime" if realtime else "accelerated",
+        "mode": ("realtime" if realtime else "accelerated")
+        + (", model only" if args.vad_model_only else ""),
         "calls": n,
         "media_s_per_call": round(media, 2),
         "cpu_s_total": round(cpu, 3),
@@ -527,6 +530,9 @@ async def _turn_calls(
     out = list(await asyncio.gather(*(one(i, c[0]) for i, c in enumerate(clips))))
     lags["vad_stop_heard_ms_mean"] = round(1000 * statistics.mean(stop_lag)) if stop_lag else None
     lags["verdict_ms_mean"] = round(1000 * statistics.mean(verdict_lag)) if verdict_lag else None
+    lags["verdict_ms_median"] = (
+        round(1000 * statistics.median(verdict_lag)) if verdict_lag else None
+    )
     lags["verdict_ms_max"] = round(1000 * max(verdict_lag)) if verdict_lag else None
     lags["model_cpu_ms_per_verdict"] = round(1000 * pool.busy_s / max(1, pool.predictions))
     return out
@@ -568,6 +574,7 @@ def _score(
         "fn": fn,
         "ended_mid_sentence": early,
         "delay_ms_mean": round(1000 * statistics.mean(delays)) if delays else None,
+        "delay_ms_median": round(1000 * statistics.median(delays)) if delays else None,
         "delay_ms_mean_semantic": round(1000 * statistics.mean(delays_tp)) if delays_tp else None,
     }
 
@@ -644,12 +651,58 @@ def run_turn(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def report_vad(r: dict[str, Any]) -> str:
+    """Human-readable lines for :func:`run_vad`'s figures."""
+    q = r["quality"]
+    return "\n".join(
+        [
+            f"VAD, {r['calls']} calls at {r['rate']} Hz ({r['mode']}, speech "
+            f"{100 * r['speech_share']:.0f}% of the time; load {r['load']})",
+            f"  CPU per call: {r['vad_cpu_pct_per_call']:.3f}% of a core "
+            f"(model {r['model_cpu_pct_per_call']:.3f}%, {r['model_us_per_window']:.0f} us per "
+            f"window, batches of {r['batch_mean']:.0f})",
+            f"  windows to the model: {100 * r['gate2_rate']:.0f}% "
+            f"(in speech {100 * q['gate2_rate_in_speech']:.0f}%, "
+            f"in noise {100 * q['gate2_rate_in_noise']:.0f}%)",
+            f"  vs model-only: {q['missed_onsets_vs_model_only']} of "
+            f"{q['segments_model_only']} onsets missed, "
+            f"{q['extra_segments_vs_model_only']} extra segments, "
+            f"{100 * q['time_disagreement_vs_model_only']:.2f}% of the time decided differently",
+        ]
+    )
+
+
+def report_turn(r: dict[str, Any]) -> str:
+    """Human-readable lines for :func:`run_turn`'s figures."""
+    lines = [
+        f"Turn detection at {r['rate']} Hz ({r['engine']} voice; {r['clips']}; load {r['load']})"
+    ]
+    for name in ("smart_turn", "smart_turn_text_veto", "text_only_oracle", "timer"):
+        m = r[name]
+        delay = m.get("delay_ms_mean")
+        lines.append(
+            f"  {name:22s} precision {m['precision']:.2f} recall {m['recall']:.2f}"
+            + (
+                f"  endpoint delay mean {delay} ms, median {m['delay_ms_median']} ms"
+                if delay is not None
+                else ""
+            )
+        )
+    lat = r["latency"]
+    lines.append(
+        f"  VAD stop heard {lat['vad_stop_heard_ms_mean']} ms after the speech ended; verdict "
+        f"{lat['verdict_ms_mean']} ms after that (model {lat['model_cpu_ms_per_verdict']} ms)"
+    )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import json
     import sys
 
     parser = argparse.ArgumentParser(prog="python -m harken.bench.speech_vad")
     parser.add_argument("which", choices=("vad", "turn", "all"), nargs="?", default="all")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
     add_arguments(parser)
     args = parser.parse_args(argv)
     out: dict[str, Any] = {}
@@ -657,7 +710,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         out["vad"] = run_vad(args)
     if args.which in ("turn", "all"):
         out["turn"] = run_turn(args)
-    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    if args.json:
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    else:
+        if "vad" in out:
+            sys.stdout.write(report_vad(out["vad"]) + "\n")
+        if "turn" in out:
+            sys.stdout.write(report_turn(out["turn"]) + "\n")
     return 0
 
 

@@ -6,9 +6,9 @@ in the same call):
 1. The stage keeps the caller's recent audio (a ring of ``max_audio_s`` + ``pre_speech_s`` at the
    input rate; 8 kHz audio is resampled to 16 kHz only when the model runs, in its thread).
 2. On :class:`UserStoppedSpeakingFrame` (the VAD's short stop, ~200 ms) it sends the turn's audio
-   (from ``pre_speech_s`` before the turn's first speech start, at most the last 8 s) to Smart
-   Turn v3.2 in the process-wide :class:`TurnPool` (one worker thread, batching whatever is
-   waiting; never on the event loop).
+   (from ``pre_speech_s`` before the turn's first speech start to ``trail_s`` after the speech
+   stopped, in media time, at most the last 8 s) to Smart Turn v3.2 in the process-wide
+   :class:`TurnPool` (one worker thread, batching whatever is waiting; never on the loop).
 3. The verdict, combined with the transcript when ``text`` allows (below), either ends the turn
    at once (:class:`UserTurnEndFrame` ``reason="model"`` or ``"text"``) or keeps waiting.
 4. While waiting: speech resumes (the turn goes on, the pending verdict is discarded), a later
@@ -119,6 +119,8 @@ class TurnParams:
     silence_s: float = 2.0
     #: audio kept before the turn's first speech start (what the model was trained with)
     pre_speech_s: float = 0.5
+    #: silence after the speech the model hears (pipecat runs it after a 0.2 s VAD stop)
+    trail_s: float = 0.2
     #: the model sees at most this much (it takes 8 s)
     max_audio_s: float = 8.0
     #: arm a wall-clock copy of the backstop as well (transports that go quiet in silence)
@@ -129,8 +131,10 @@ class TurnParams:
             raise ConfigError("TurnParams thresholds must be in (0, 1)")
         if self.text not in ("off", "veto", "vote"):
             raise ConfigError(f"TurnParams.text must be off, veto or vote, not {self.text!r}")
-        if self.silence_s <= 0 or self.pre_speech_s < 0 or not 0 < self.max_audio_s <= 8:
-            raise ConfigError("TurnParams: silence_s > 0, pre_speech_s >= 0, 0 < max_audio_s <= 8")
+        if self.silence_s <= 0 or self.pre_speech_s < 0 or self.trail_s < 0:
+            raise ConfigError("TurnParams: silence_s > 0, pre_speech_s >= 0, trail_s >= 0")
+        if not 0 < self.max_audio_s <= 8:
+            raise ConfigError("TurnParams.max_audio_s must be in (0, 8]")
 
 
 def decide(
@@ -369,14 +373,19 @@ class TurnStage(Stage):
             self._end_turn("silence", self._prob)
 
     def _clip(self) -> npt.NDArray[np.int16]:
-        """The turn's audio so far: from ``pre_speech_s`` before its start, at most 8 s."""
+        """The turn's audio: from ``pre_speech_s`` before its start to ``trail_s`` after the
+        speech stopped (not to whenever the stop happened to be heard: the verdict must not
+        depend on the batcher's latency), at most ``max_audio_s``."""
         p = self.params
         rate = self._rate
         if rate == 0 or self._fill == 0:
             return np.zeros(0, np.int16)
-        n = round(min(p.max_audio_s, self._end_ts - (self._turn_start - p.pre_speech_s)) * rate)
-        n = max(0, min(n, self._fill, round(p.max_audio_s * rate)))
-        return self._buf[self._fill - n : self._fill].copy()
+        end = min(self._end_ts, self._stop_ts + p.trail_s)
+        skip = max(0, min(self._fill, round((self._end_ts - end) * rate)))
+        stop = self._fill - skip
+        n = round(min(p.max_audio_s, end - (self._turn_start - p.pre_speech_s)) * rate)
+        n = max(0, min(n, stop))
+        return self._buf[stop - n : stop].copy()
 
     # --- turn state ---------------------------------------------------------------------------
 
