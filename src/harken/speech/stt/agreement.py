@@ -91,7 +91,9 @@ def continuation(text: str, prefix: str) -> list[str]:
         return words
     k = common_prefix(words, prefix_words)
     if k == n - 1 and len(words) >= n:
-        return words[n:]  # the last prefix word came back glued to a fragment: fragment dropped
+        glued, last = word_key(words[n - 1]), word_key(prefix_words[-1])
+        if last and glued.startswith(last):
+            return words[n:]  # the last prefix word came back glued to a fragment: dropped
     return words[k:]
 
 
