@@ -179,7 +179,7 @@ class SttService(ServiceStage):
         pcm = self._to_16k(frame)
         turn = self._turn
         if turn is not None and turn.speaking:
-            turn.transcriber.feed(pcm)
+            turn.transcriber.feed(pcm, frame.timestamp + frame.duration)
             return
         self._preroll.append(pcm)
         self._preroll_bytes += len(pcm)
@@ -199,7 +199,7 @@ class SttService(ServiceStage):
         if isinstance(frame, UserStartedSpeakingFrame):
             self._speech_started(frame.timestamp)
         elif isinstance(frame, UserStoppedSpeakingFrame):
-            self._speech_stopped()
+            self._speech_stopped(frame.timestamp)
         elif isinstance(frame, UserTurnEndFrame):
             self._turn_ended()
         elif isinstance(frame, CancelFrame):
@@ -242,13 +242,13 @@ class SttService(ServiceStage):
         if preroll:
             turn.transcriber.feed(preroll)
 
-    def _speech_stopped(self) -> None:
+    def _speech_stopped(self, speech_end: float | None = None) -> None:
         turn = self._turn
         if turn is None or not turn.speaking:
             return
         turn.speaking = False
         turn.final = asyncio.get_running_loop().create_task(
-            turn.transcriber.finish(), name="harken:stt-final"
+            turn.transcriber.finish(speech_end), name="harken:stt-final"
         )
 
     def _turn_ended(self) -> None:

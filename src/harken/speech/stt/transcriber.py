@@ -29,6 +29,8 @@ import logging
 from collections.abc import Callable
 from typing import Final, Protocol
 
+import numpy as np
+
 from harken.speech.stt.agreement import LocalAgreement, continuation, split_words, trim_plan
 from harken.speech.stt.base import SAMPLE_RATE, SttEngine, SttEvent, SttStream, Transcription
 
@@ -39,14 +41,16 @@ log = logging.getLogger("harken.stt")
 Interim = Callable[[str], None]
 _BYTES_PER_S: Final = 2 * SAMPLE_RATE
 _CONTEXT_CHARS: Final = 400
+_END_MARGIN_S: Final = 0.06  # a pass must have heard this much past the end of speech
+_QUIET_RATIO: Final = 400.0  # 26 dB below the loudest 20 ms of the turn counts as quiet
 
 
 class TurnTranscriber(Protocol):
     """What the service drives, per turn."""
 
-    def feed(self, pcm: bytes) -> None: ...
+    def feed(self, pcm: bytes, media_end: float | None = None) -> None: ...
 
-    async def finish(self) -> str: ...
+    async def finish(self, speech_end: float | None = None) -> str: ...
 
     def resume(self) -> None: ...
 
@@ -67,6 +71,7 @@ class AgreementTranscriber:
         min_audio_s: float = 0.4,
         max_buffer_s: float = 20.0,
         partials: bool | None = None,
+        early_quiet_s: float = 0.08,
     ) -> None:
         self.engine = engine
         self.on_interim = on_interim
@@ -83,7 +88,18 @@ class AgreementTranscriber:
         self._wake = asyncio.Event()
         self._inflight: asyncio.Future[Transcription] | None = None
         self._inflight_len = 0
-        self._last: tuple[int, int, Transcription] | None = None  # (buffer len, epoch, result)
+        self._inflight_media: float | None = None
+        # the last completed pass: (buffer length, media time of its end, epoch, result)
+        self._last: tuple[int, float | None, int, Transcription] | None = None
+        self._media_end: float | None = None
+        # early pass: when the audio turns quiet, a pass starts at once (the VAD will need
+        # ~200 ms more to call it a stop; by then that pass has heard the whole utterance)
+        self.early_quiet = int(early_quiet_s * _BYTES_PER_S)
+        self._peak = 0.0
+        self._quiet = 0
+        self._force = False
+        self._early_armed = True
+        self.early_passes = 0
         self._epoch = 0  # bumped by trims: results of an older buffer are not comparable
         self._last_interim = ""
         if self.partials:
@@ -93,9 +109,29 @@ class AgreementTranscriber:
 
     # --- input -----------------------------------------------------------------------------
 
-    def feed(self, pcm: bytes) -> None:
+    def feed(self, pcm: bytes, media_end: float | None = None) -> None:
+        """Append speech; ``media_end`` is the call's media time at the end of ``pcm``."""
         self.buffer += pcm
+        self._media_end = media_end
+        if self.early_quiet and pcm:
+            self._watch_level(pcm)
         if len(self.buffer) - self._inflight_len >= self.step:
+            self._wake.set()
+
+    def _watch_level(self, pcm: bytes) -> None:
+        x = np.frombuffer(pcm, np.int16).astype(np.float32)
+        power = float(np.dot(x, x)) / max(1, len(x))
+        if power > self._peak:
+            self._peak = power
+        if power * _QUIET_RATIO > self._peak:  # loud (within 26 dB of the turn's peak)
+            self._quiet = 0
+            self._early_armed = True
+            return
+        self._quiet += len(pcm)
+        if self._early_armed and self._quiet >= self.early_quiet and self._peak > 0:
+            self._early_armed = False
+            self._force = True
+            self.early_passes += 1
             self._wake.set()
 
     @property
@@ -123,11 +159,13 @@ class AgreementTranscriber:
             if not self._speaking:
                 continue
             size = len(self.buffer)
-            if size < self.min_audio or size - done_len < self.step:
+            force, self._force = self._force, False
+            if size < self.min_audio or (size - done_len < self.step and not force):
                 continue
             epoch = self._epoch
             prefix = " ".join(self.agreement.committed)
             self._inflight_len = size
+            self._inflight_media = media = self._media_end
             self._inflight = fut = self._start_pass()
             try:
                 result = await asyncio.shield(fut)
@@ -136,7 +174,7 @@ class AgreementTranscriber:
             done_len = size
             if epoch != self._epoch or not self._speaking:
                 continue
-            self._last = (size, epoch, result)
+            self._last = (size, media, epoch, result)
             self.agreement.insert(continuation(result.text, prefix))
             self._report()
             await self._maybe_trim()
@@ -169,17 +207,35 @@ class AgreementTranscriber:
 
     # --- the end of the turn -----------------------------------------------------------------
 
-    async def finish(self) -> str:
-        """The final text of everything fed so far (context, committed and the last words)."""
+    def _covers(self, size: int, media: float | None, speech_end: float | None) -> bool:
+        """Whether a pass over the first ``size`` bytes heard all the speech: it had the whole
+        buffer, or what came after it is silence (the audio after ``speech_end``)."""
+        if size == len(self.buffer):
+            return True
+        return speech_end is not None and media is not None and media >= speech_end + _END_MARGIN_S
+
+    async def finish(self, speech_end: float | None = None) -> str:
+        """The final text of everything fed so far (context, committed and the last words).
+
+        ``speech_end`` (media time the VAD says speech stopped) lets a pass that started after
+        the speech ended stand as the final, even though silence was appended since.
+        """
         self._speaking = False
         size = len(self.buffer)
         prefix = " ".join(self.agreement.committed)
         result: Transcription | None = None
-        if self._inflight is not None and self._inflight_len == size:
+        inflight, last = self._inflight, self._last
+        if inflight is not None and self._covers(
+            self._inflight_len, self._inflight_media, speech_end
+        ):
             with contextlib.suppress(asyncio.CancelledError):
-                result = await asyncio.shield(self._inflight)
-        elif self._last is not None and self._last[0] == size and self._last[1] == self._epoch:
-            result = self._last[2]
+                result = await asyncio.shield(inflight)
+        elif (
+            last is not None
+            and last[2] == self._epoch
+            and self._covers(last[0], last[1], speech_end)
+        ):
+            result = last[3]
         if result is None and size > 0:
             self.passes += 1
             result = await self.engine.transcribe(
@@ -228,7 +284,7 @@ class StreamTranscriber:
         self._reader = loop.create_task(self._read(), name="harken:stt-read")
         self.error: BaseException | None = None
 
-    def feed(self, pcm: bytes) -> None:
+    def feed(self, pcm: bytes, media_end: float | None = None) -> None:
         self._queue.put_nowait(pcm)
 
     async def _send(self) -> None:
@@ -261,7 +317,7 @@ class StreamTranscriber:
         if event.flushed and self._flushed is not None and not self._flushed.done():
             self._flushed.set_result(None)
 
-    async def finish(self) -> str:
+    async def finish(self, speech_end: float | None = None) -> str:
         """Ask the stream to finalize; the turn's text once every final piece has arrived."""
         if self.error is not None:
             raise self.error
