@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from harken.speech.turn import TurnParams, TurnStage, text_complete
-    from harken.speech.vad import SpeechSegmenter, VadParams, VadStage, VadStream
+    from harken.speech.vad import VadStage, VadStream
     from harken.speech.vad_batch import SileroBatcher
+    from harken.speech.vad_segment import SpeechSegmenter, VadParams
 
 __all__ = [
     "SileroBatcher",
@@ -32,10 +33,10 @@ __all__ = [
 
 _LAZY = {
     "SileroBatcher": "harken.speech.vad_batch",
-    "SpeechSegmenter": "harken.speech.vad",
+    "SpeechSegmenter": "harken.speech.vad_segment",
     "TurnParams": "harken.speech.turn",
     "TurnStage": "harken.speech.turn",
-    "VadParams": "harken.speech.vad",
+    "VadParams": "harken.speech.vad_segment",
     "VadStage": "harken.speech.vad",
     "VadStream": "harken.speech.vad",
     "text_complete": "harken.speech.turn",

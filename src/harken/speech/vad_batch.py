@@ -419,6 +419,7 @@ _EXECUTOR_LOCK = threading.Lock()
 _BATCHERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SileroBatcher] = (
     weakref.WeakKeyDictionary()
 )
+_STRONG: dict[int, tuple[asyncio.AbstractEventLoop, SileroBatcher]] = {}
 
 
 def vad_executor() -> ThreadPoolExecutor:
@@ -434,7 +435,13 @@ def vad_executor() -> ThreadPoolExecutor:
 def default_batcher() -> SileroBatcher:
     """The batcher of the running event loop (one loop per worker process in production)."""
     loop = asyncio.get_running_loop()
-    batcher = _BATCHERS.get(loop)
-    if batcher is None:
-        batcher = _BATCHERS[loop] = SileroBatcher()
+    try:
+        batcher = _BATCHERS.get(loop)
+        if batcher is None:
+            batcher = _BATCHERS[loop] = SileroBatcher()
+    except TypeError:  # a loop that cannot be weakly referenced
+        held = _STRONG.get(id(loop))
+        if held is None or held[0] is not loop:
+            held = _STRONG[id(loop)] = (loop, SileroBatcher())
+        batcher = held[1]
     return batcher
