@@ -18,5 +18,6 @@ BENCHES: dict[str, tuple[str, str]] = {
         "frame routing cost, idle-call memory and tasks per call",
     ),
     "audio": ("harken.bench.audio", "media-plane DSP: G.711, resampling, jitter buffer, DTMF"),
+    "speech": ("harken.bench.speech", "offline speech stack: VAD CPU, turn detection, STT, TTS"),
     "echo": ("harken.bench.echo", "carrier-shaped load on the server (vs pipecat): RTT, CPU, RSS"),
 }
