@@ -12,6 +12,7 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 import aiohttp
 from aiohttp import web
@@ -42,6 +43,15 @@ def agent_factory(config: Config) -> AgentFactory:
         return [EchoAgent(rate_in, utterance_s)]
 
     return echo
+
+
+def agent_warm_up(config: Config) -> Callable[[], None] | None:
+    """What to load before the worker takes calls, so no call pays for loading a model."""
+    if config.agent.kind == "bench_vad":
+        from harken.speech import warm_up
+
+        return warm_up
+    return None
 
 
 def playback_settings(config: Config) -> PlaybackSettings:
@@ -93,6 +103,9 @@ class Worker:
 
     async def start(self) -> None:
         s = self.config.server
+        warm = agent_warm_up(self.config)
+        if warm is not None:  # off the loop, before listening: the first call finds models warm
+            await asyncio.get_running_loop().run_in_executor(None, warm)
         self._media = await start_media_server(
             s.host, s.media_port, self.manager, self.make_session, reuse_port=self.reuse_port
         )
