@@ -145,7 +145,8 @@ def _vad_script() -> tuple[CallerScript, bytes]:
     ulaw = ulaw_encode(np.concatenate([speech, silence]).tobytes())
     frames = tuple(ulaw[i : i + FRAME_BYTES] for i in range(0, len(ulaw), FRAME_BYTES))
     reply = tone_reply(0.3)
-    return CallerScript(frames, frozenset({19}), reply_ulaw(reply)), reply.tobytes()
+    script = CallerScript(frames, frozenset({19}), reply_ulaw(reply), frozenset({0}))
+    return script, reply.tobytes()
 
 
 async def test_reply_latency_is_measured_and_the_byte_count_kept() -> None:
@@ -164,6 +165,7 @@ async def test_reply_latency_is_measured_and_the_byte_count_kept() -> None:
     assert tot.turns >= 2  # 1.4 s loop, 3 s window, 2 calls
     assert tot.replied_turns >= tot.turns - 2  # edge turns may answer after the window
     assert tot.replies >= tot.replied_turns
+    assert tot.early_replies == 0  # the stand-in only ends turns after the speech
     lat = summarize(tot.reply_latencies, "reply")
     assert lat["reply_p50_ms"] is not None and 0 < lat["reply_p50_ms"] < 500
     # the reply replaced echo one frame for one frame: every byte still matches

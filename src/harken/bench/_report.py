@@ -56,8 +56,8 @@ def _table(records: Sequence[Record], vad: bool) -> list[str]:
     )
     sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     if vad:
-        head += " reply p50 | reply p99 | turns answered |"
-        sep += "---:|---:|---:|"
+        head += " reply p50 | reply p99 | turns answered | early replies |"
+        sep += "---:|---:|---:|---:|"
     out = [head, sep]
     for r in records:
         gen = _fmt(r["loadgen_cpu_pct"]) + "%" + (" **behind**" if r["loadgen_saturated"] else "")
@@ -71,7 +71,7 @@ def _table(records: Sequence[Record], vad: bool) -> list[str]:
         if vad:
             row += (
                 f" {_fmt(r.get('reply_p50_ms'), 0)} | {_fmt(r.get('reply_p99_ms'), 0)} "
-                f"| {r.get('replied_turns')}/{r.get('turns')} |"
+                f"| {r.get('replied_turns')}/{r.get('turns')} | {r.get('early_replies', '-')} |"
             )
         out.append(row)
     return out

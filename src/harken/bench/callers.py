@@ -160,10 +160,12 @@ def vad_script(cache_dir: Path) -> tuple[CallerScript, Path]:
     """The ``vad`` caller script and the path of the reply PCM for the server's agent."""
     utterances, reply = synthesize_cached(cache_dir)
     pcm_parts: list[I16] = []
+    starts: list[int] = []
     ends: list[int] = []
     frames_so_far = 0
     for pcm, pause in zip(utterances, PAUSE_S, strict=False):
         speech = np.concatenate([pcm, np.zeros((-len(pcm)) % FRAME_BYTES, np.int16)])
+        starts.append(frames_so_far)
         frames_so_far += len(speech) // FRAME_BYTES
         ends.append(frames_so_far - 1)  # the frame carrying the utterance's last sample
         gap = np.zeros(int(pause * RATE) // FRAME_BYTES * FRAME_BYTES, np.int16)
@@ -172,5 +174,5 @@ def vad_script(cache_dir: Path) -> tuple[CallerScript, Path]:
     ulaw = ulaw_encode(np.concatenate(pcm_parts).tobytes())
     path = reply_path(cache_dir)
     reply.tofile(path)
-    script = CallerScript(_frames(ulaw), frozenset(ends), reply_ulaw(reply))
+    script = CallerScript(_frames(ulaw), frozenset(ends), reply_ulaw(reply), frozenset(starts))
     return script, path

@@ -250,6 +250,8 @@ async def run_level(
     if args.scenario_now == "vad":
         rec["turns"] = tot.turns
         rec["replied_turns"] = tot.replied_turns
+        rec["early_replies"] = tot.early_replies
+        rec["extra_replies"] = tot.extra_replies
         rec["replies"] = tot.replies
         rec["reply_samples"] = len(tot.reply_latencies)
         rec.update(summarize(tot.reply_latencies, "reply"))

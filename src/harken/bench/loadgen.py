@@ -54,12 +54,14 @@ class CallerScript:
     """What every call plays, looped: 160-byte µ-law frames, and for ``vad`` where each caller
     utterance ends and the reply the agent answers with.
 
-    ``utterance_ends``: script frame indices that carry the last speech of an utterance.
-    ``reply``: the agent's reply as µ-law bytes (what the server sends back at a turn end)."""
+    ``utterance_ends``: script frame indices that carry the last speech of an utterance;
+    ``utterance_starts``: those that carry the first. ``reply``: the agent's reply as µ-law
+    bytes (what the server sends back at a turn end)."""
 
     frames: tuple[bytes, ...]
     utterance_ends: frozenset[int] = frozenset()
     reply: bytes = b""
+    utterance_starts: frozenset[int] = frozenset()
     payloads: tuple[bytes, ...] = field(init=False)
     tails: tuple[bytes, ...] = field(init=False)  # payload + the message's closing bytes
 
@@ -90,7 +92,9 @@ class Totals:
     bad_messages: int = 0
     replies: int = 0  # reply starts recognised (any time)
     turns: int = 0  # utterances that ended inside the window
-    replied_turns: int = 0
+    replied_turns: int = 0  # ... answered before the caller's next utterance began
+    early_replies: int = 0  # replies that began while the caller was still speaking
+    extra_replies: int = 0  # replies in a pause whose turn already had one
     rtts: array[float] = field(default_factory=lambda: array("d"))
     reply_latencies: array[float] = field(default_factory=lambda: array("d"))
 
@@ -107,6 +111,7 @@ class LeanCall(WSListener):
         "frame_k",
         "gen",
         "head",
+        "in_speech",
         "matcher",
         "offset",
         "seq",
@@ -116,7 +121,7 @@ class LeanCall(WSListener):
         "t_start",
         "tail",
         "transport",
-        "turn_ends",
+        "turn_end",
     )
 
     def __init__(self, gen: LoadGen, offset: int) -> None:
@@ -140,7 +145,8 @@ class LeanCall(WSListener):
         self.closed = False
         self.ending = False
         self.tail = b""  # vad: the last received bytes, to find a reply straddling chunks
-        self.turn_ends: list[float] = []  # send times of utterance ends not yet answered
+        self.turn_end = -1.0  # send time of the last utterance end, while unanswered
+        self.in_speech = False  # the caller is inside an utterance (by the script)
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -203,9 +209,11 @@ class LeanCall(WSListener):
             if late > tot.max_late_s:
                 tot.max_late_s = late
         if idx in script.utterance_ends:
-            self.turn_ends.append(now)
+            self.turn_end, self.in_speech = now, False
             if tot.w0 <= now < tot.w1:
                 tot.turns += 1
+        elif idx in script.utterance_starts:  # an unanswered turn stays unanswered
+            self.turn_end, self.in_speech = -1.0, True
         if self.clock.pending:
             for name in self.clock.due(now):
                 self._echo_mark(name)
@@ -303,16 +311,20 @@ class LeanCall(WSListener):
             tot.rtts.append(now - sent)
 
     def _reply_started(self, now: float) -> None:
+        """A reply began: it answers the caller's last utterance if it came in the pause after
+        it; one that came while the caller spoke is an early (premature) reply."""
         tot = self.gen.totals
         tot.replies += 1
-        ends = self.turn_ends
-        if not ends:
-            return
-        end = ends[-1]  # the latest utterance end before this reply; older ones went unanswered
-        ends.clear()
-        if tot.w0 <= end < tot.w1:
-            tot.replied_turns += 1
-            tot.reply_latencies.append(now - end)
+        end = self.turn_end
+        if end >= 0:
+            self.turn_end = -1.0
+            if tot.w0 <= end < tot.w1:
+                tot.replied_turns += 1
+                tot.reply_latencies.append(now - end)
+        elif self.in_speech:
+            tot.early_replies += 1
+        else:
+            tot.extra_replies += 1
 
 
 class Scheduler:
