@@ -7,4 +7,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh dev,piper
 exec .venv/bin/harken bench echo --scenario echo,vad --baseline pipecat \
-  --calls 25,50,75,100,200,300,400,500 --report --json .bench/echo.json "$@"
+  --calls 25,50,75,100,200,300,400,500 --stop-p99-ms 1000 --report --json .bench/echo.json "$@"
