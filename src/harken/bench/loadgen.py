@@ -257,6 +257,9 @@ class LeanCall(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         now = monotonic()
+        sched = self.gen.scheduler
+        if now >= sched.next_due:  # a send slot is due: media first, then this message
+            sched.poll(now)
         if frame.msg_type is not TEXT:
             if frame.msg_type is WSMsgType.CLOSE:
                 transport.send_close(frame.get_close_code())
@@ -328,26 +331,31 @@ class LeanCall(WSListener):
 
 
 class Scheduler:
-    """One timer for every call's media: ``slots`` phases per 20 ms period, absolute times."""
+    """One timer for every call's media: ``slots`` phases per 20 ms period, absolute times.
+
+    Sends come first: besides its timer, the scheduler runs from the receive callbacks as soon
+    as a slot is due (:meth:`poll`, one float comparison per message), so a burst of echoes read
+    in one loop iteration does not make the next slot's media late."""
 
     def __init__(self, slots: int = 20, period: float = PERIOD_S) -> None:
         self.slots: list[list[LeanCall]] = [[] for _ in range(slots)]
         self.step = period / slots
         self.base = 0.0
         self.n = 0  # next slot tick to run
+        self.next_due = float("inf")  # when slot n is due (inf: nothing scheduled)
         self.ticks = 0
         self._handle: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._running = False
 
     def add(self, call: LeanCall) -> None:
         slot = min(range(len(self.slots)), key=lambda s: len(self.slots[s]))
         call.slot = slot
         self.slots[slot].append(call)
-        if self._handle is None:
+        if self._handle is None and not self._running:
             self._loop = asyncio.get_running_loop()
-            self.base, self.n = monotonic(), 0
-            # the first run of this slot from now on
-            self.n = slot
+            self.base = monotonic()
+            self.n = slot  # the first run of this slot from now on
             self._arm()
 
     def remove(self, call: LeanCall) -> None:
@@ -360,30 +368,45 @@ class Scheduler:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self.next_due = float("inf")
+
+    def poll(self, now: float) -> None:
+        """Run the due slots now if there are any (called with each received message)."""
+        if now >= self.next_due and not self._running:
+            if self._handle is not None:
+                self._handle.cancel()
+                self._handle = None
+            self._tick()
 
     def _arm(self) -> None:
         assert self._loop is not None
         # loop.time() is time.monotonic() on the default loop; the due time is absolute
-        self._handle = self._loop.call_at(self.base + self.n * self.step, self._tick)
+        self.next_due = self.base + self.n * self.step
+        self._handle = self._loop.call_at(self.next_due, self._tick)
 
     def _tick(self) -> None:
         self.ticks += 1
+        self._handle = None
+        self._running = True
         slots, nslots, step, base = self.slots, len(self.slots), self.step, self.base
         n = self.n
         now = monotonic()
         budget = nslots  # at most one period per run: a generator that fell behind still
-        while budget:  # returns to the loop between periods, so replies are read
-            due = base + n * step
-            if due > now:
-                break
-            for call in tuple(slots[n % nslots]):  # a send may close (and unslot) a call
-                call.send_media(due)
-            n += 1
-            budget -= 1
-            now = monotonic()
+        try:  # returns to the loop between periods, so replies are read
+            while budget:
+                due = base + n * step
+                if due > now:
+                    break
+                for call in tuple(slots[n % nslots]):  # a send may close (and unslot) a call
+                    call.send_media(due)
+                n += 1
+                budget -= 1
+                now = monotonic()
+        finally:
+            self._running = False
         if not any(slots):
             self.n = n
-            self._handle = None
+            self.next_due = float("inf")
             return
         while not slots[n % nslots]:  # skip empty phases: no wake-up for nothing
             n += 1
