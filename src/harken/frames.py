@@ -126,10 +126,16 @@ class LLMResponseEndFrame(ControlFrame):
 
 @dataclass(slots=True)
 class TTSStartedFrame(ControlFrame):
-    """Synthesis of an utterance begins; ``utterance_id`` ties marks and playback reports to it."""
+    """Synthesis of an utterance begins; ``utterance_id`` ties marks and playback reports to it.
+
+    ``live`` marks audio produced in real time (an echo, a relayed stream): after a stall the
+    transport drops what the stall made stale instead of carrying the delay for the rest of the
+    call. Synthesised speech is not live: every sample of it is played.
+    """
 
     utterance_id: int = 0
     text: str = ""
+    live: bool = False
 
 
 @dataclass(slots=True)

@@ -125,10 +125,10 @@ async def test_echo_audio_returns_with_marks_and_completion_by_mark_echo() -> No
     s.receive_text('{"event":"connected","protocol":"Call","version":"1.0.0"}')
     s.receive_text(start_msg())
     tone = (np.sin(np.arange(160) / 3) * 100 + 128).astype(np.uint8).tobytes()
-    for i in range(10):  # 200 ms = one echo utterance
+    for i in range(10):  # 200 ms = one echo utterance, paced as the carrier sends it
         s.receive_text(media_msg(i, tone))
-        await asyncio.sleep(0)
-    await asyncio.sleep(0.25)  # the pacer releases everything in real time
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
     media = link.of("media")
     assert len(media) == 10
     echoed = b"".join(base64.b64decode(m["media"]["payload"]) for m in media)  # type: ignore[index]
@@ -261,3 +261,30 @@ async def test_socket_closing_without_stop_ends_the_call() -> None:
     assert s.task is not None
     await asyncio.wait_for(s.task, 1)
     assert s.call is not None and s.call.state is CallState.ENDED
+
+
+async def test_a_stall_does_not_add_lasting_latency_to_live_audio() -> None:
+    s, link, _ = session()
+    s.receive_text(start_msg())
+    for i in range(5):  # steady state: one frame every 20 ms
+        s.receive_text(media_msg(i))
+        await asyncio.sleep(0.02)
+    sent = len(link.of("media"))
+    assert sent == 5
+    # the loop stalls for 200 ms: ten inbound frames are read at once
+    for i in range(5, 15):
+        s.receive_text(media_msg(i))
+    out = s.output
+    assert out is not None
+    now = asyncio.get_running_loop().time()
+    # stale audio was dropped: at most two frames stand between the caller and the newest one
+    assert out.pacer.queued_s + out.pacer.far_queue_s(now) <= out.live_max_s + 1e-9
+    dropped = out.pacer.dropped_bytes
+    assert dropped > 0
+    # and from then on each new frame leaves at once again
+    for i in range(15, 20):
+        await asyncio.sleep(0.02)
+        before = len(link.of("media"))
+        s.receive_text(media_msg(i))
+        assert len(link.of("media")) >= before + 1
+    assert out.pacer.dropped_bytes == dropped  # nothing more dropped once back in step

@@ -173,3 +173,17 @@ async def test_pacer_clock_keeps_one_timer_however_often_clients_re_register() -
     await asyncio.sleep(0.3)
     assert 10 <= clock.ticks <= 12  # one tick per interval while busy, then it stops
     assert all(c.calls == 10 for c in clients)
+
+
+def test_trim_drops_the_oldest_live_audio_and_keeps_offsets_consistent() -> None:
+    p = pacer(0.08)
+    p.push(bytes(range(160)) * 3)  # three distinct chunks are stale...
+    p.push(b"\x01" * CHUNK * 2)  # ...two are the newest
+    p.mark("after")
+    assert p.trim(0.04) == pytest.approx(0.06)
+    assert p.dropped_bytes == 3 * CHUNK
+    out = p.release(0.0)
+    audio = [r.data for r in out if r.kind == AUDIO]
+    assert audio == [b"\x01" * CHUNK] * 2  # only the newest are played
+    assert out[-1].kind == MARK and out[-1].offset_s == pytest.approx(0.1)
+    assert p.sent_bytes == 5 * CHUNK

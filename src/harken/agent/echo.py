@@ -36,7 +36,7 @@ class EchoAgent(Stage):
             if not self._in_utterance:
                 self._uid += 1
                 self._in_utterance = True
-                self.push_down(TTSStartedFrame(utterance_id=self._uid))
+                self.push_down(TTSStartedFrame(utterance_id=self._uid, live=True))
             self.push_down(frame)
             self._samples += frame.num_samples
             if self._samples >= self.utterance_samples:

@@ -87,7 +87,7 @@ class ReplyInPlaceAgent(Stage):
         if not self._echo_open:
             self._uid += 1
             self._echo_open = True
-            self.push_down(TTSStartedFrame(utterance_id=self._uid))
+            self.push_down(TTSStartedFrame(utterance_id=self._uid, live=True))
         self.push_down(frame)
         self._samples += frame.num_samples
         if self._samples >= self.utterance_samples:
@@ -118,7 +118,9 @@ class ReplyInPlaceAgent(Stage):
                 self._close_echo()
                 self._replies += 1
                 self._pos = 0
-                self.push_down(TTSStartedFrame(utterance_id=_REPLY_UID_BASE + self._replies))
+                self.push_down(
+                    TTSStartedFrame(utterance_id=_REPLY_UID_BASE + self._replies, live=True)
+                )
         elif isinstance(frame, DTMFFrame) and frame.digit == self.hangup_digit:
             self._close_echo()
             self.push_down(HangupFrame(reason=f"caller pressed {frame.digit}"))

@@ -33,7 +33,8 @@ DEADMAN = Counter(
     "harken_deadman_fires_total", "Utterances resolved by the deadman timer (signal never came)"
 )
 DROPPED_AUDIO = Counter(
-    "harken_dropped_audio_frames_total", "Audio frames dropped by full lanes (drop-oldest)"
+    "harken_dropped_audio_frames_total",
+    "Audio frames dropped: full lanes (drop-oldest) and stale live audio after a stall",
 )
 HANGUPS = Counter("harken_hangups_total", "Agent-initiated hang-ups", ["carrier", "result"])
 SIGNATURE_FAILURES = Counter(

@@ -241,6 +241,8 @@ class CarrierSession:
         outcome = self.outcome or call.state.value
         metrics.CALLS.labels(self.codec.name, outcome).inc()
         dropped = call.dropped_audio
+        if self.output is not None:  # stale live audio dropped after stalls, in 20 ms frames
+            dropped += self.output.pacer.dropped_bytes // self.output.pacer.chunk_bytes
         if dropped:
             metrics.DROPPED_AUDIO.inc(dropped)
         self.manager.release(self)

@@ -74,6 +74,7 @@ class PlaybackSettings:
     deadman_margin_s: float = 1.0
     silence_tail_s: float = 0.2
     strategy: str = ""  # "" = the carrier's natural strategy
+    live_max_s: float = 0.06  # live audio kept after a stall (see CarrierOutput._trim_live)
 
 
 class PacerClock:
@@ -140,10 +141,15 @@ class CarrierOutput(Stage):
         self.use_marks = codec.supports_marks and strategy == "mark"
         # a whole number of chunks, so intermediate marks never force silence padding
         self.mark_every = max(1, round(settings.mark_interval_s * 50)) * chunk
+        #: live audio allowed between the caller and the newest sample (queued here + at the
+        #: far end) before the oldest is dropped: in step a relay holds one or two frames; the
+        #: third is slack for arrival jitter
+        self.live_max_s = settings.live_max_s
         self.remote_gone = False
         self.on_completion: Callable[[Completion], None] | None = None
         self.on_hangup: Callable[[], None] | None = None
         self._uid: int | None = None  # utterance receiving audio now
+        self._live = False  # that utterance is produced in real time (see TTSStartedFrame.live)
         self._auto_uid = _IMPLICIT_UTTERANCE_BASE
         self._since_mark = 0
         self._mark_seq = 0
@@ -159,6 +165,7 @@ class CarrierOutput(Stage):
         elif isinstance(frame, TTSStartedFrame):
             self._close_utterance()
             self._open_utterance(frame.utterance_id)
+            self._live = frame.live
         elif isinstance(frame, TTSStoppedFrame):
             if self._uid == frame.utterance_id:
                 self._close_utterance()
@@ -204,7 +211,22 @@ class CarrierOutput(Stage):
                     offset = self.pacer.mark(name)
                     assert self._uid is not None
                     self.tracker.note_mark(self._uid, name, offset)
+        if self._live:
+            self._trim_live()
         self._pump()
+
+    def _trim_live(self) -> None:
+        """Live audio: keep at most ``live_max_s`` between the caller and the newest sample.
+
+        In step, a frame arrives, leaves and plays within a frame or two. After a stall a burst
+        arrives at once; playing all of it would put the stall's delay into every later sample,
+        so the oldest audio beyond the budget is dropped (and counted) instead.
+        """
+        pacer = self.pacer
+        now = asyncio.get_running_loop().time()
+        excess = pacer.queued_s + pacer.far_queue_s(now) - self.live_max_s
+        if excess > 1e-9:
+            pacer.trim(max(0.0, pacer.queued_s - excess))
 
     def _open_utterance(self, uid: int) -> None:
         self._uid = uid
@@ -216,6 +238,7 @@ class CarrierOutput(Stage):
 
     def _close_utterance(self) -> None:
         uid, self._uid = self._uid, None
+        self._live = False
         if uid is None or self.remote_gone:
             return
         loop = asyncio.get_running_loop()

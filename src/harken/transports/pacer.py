@@ -43,6 +43,7 @@ class Pacer:
         "_marks",
         "bytes_per_s",
         "chunk_bytes",
+        "dropped_bytes",
         "far_end",
         "lead_s",
         "pushed_bytes",
@@ -63,6 +64,7 @@ class Pacer:
         self._marks: list[tuple[int, str]] = []  # (stream byte offset, name); a few at most
         self.pushed_bytes = 0  # stream offset of the end of everything pushed
         self.sent_bytes = 0  # stream offset of the end of everything released
+        self.dropped_bytes = 0  # stale live audio dropped by trim()
         self.far_end = 0.0
 
     # --- input -------------------------------------------------------------------------------
@@ -119,6 +121,23 @@ class Pacer:
         if len(self._buf) < self.chunk_bytes:
             return None
         return max(now, self.far_end + self.chunk_bytes / self.bytes_per_s - self.lead_s)
+
+    def trim(self, keep_s: float) -> float:
+        """Drop the oldest held audio beyond ``keep_s`` (live audio a stall made stale).
+
+        The dropped bytes count as released (stream offsets stay consistent, marks inside them
+        come out on the next :meth:`release`) but are never played. Returns seconds dropped.
+        """
+        keep = int(keep_s * self.bytes_per_s)
+        keep -= keep % self.chunk_bytes
+        excess = len(self._buf) - keep
+        excess -= excess % self.chunk_bytes
+        if excess <= 0:
+            return 0.0
+        del self._buf[:excess]
+        self.sent_bytes += excess
+        self.dropped_bytes += excess
+        return excess / self.bytes_per_s
 
     def clear(self, now: float) -> float:
         """Drop everything not yet released and forget the far end's queue (a barge-in).
