@@ -275,7 +275,7 @@ class CarrierOutput(Stage):
                     self._broadcast(AgentStartedSpeakingFrame(utterance_id=uid))
             else:
                 link.send_text(codec.mark(item.name))
-        if not self.pacer.idle or self.tracker.active or self._waiters:
+        if self._needs_clock():
             self._want_clock()
 
     def _want_clock(self) -> None:
@@ -292,7 +292,12 @@ class CarrierOutput(Stage):
         for completion in self.tracker.on_clock(self.pacer.played_offset(now), now):
             self._report(completion)
         self._run_waiters()
-        return not self.pacer.idle or self.tracker.active or bool(self._waiters)
+        return self._needs_clock()
+
+    def _needs_clock(self) -> bool:
+        """Ticks are needed to release held audio, or to resolve a finished utterance by the
+        clock (drained/silence, or its deadman); an open utterance in step needs none."""
+        return not self.pacer.idle or bool(self._waiters) or self.tracker.awaiting_end
 
     # --- far-end signals and barge-in --------------------------------------------------------
 

@@ -72,6 +72,11 @@ class PlaybackTracker:
     def active(self) -> bool:
         return bool(self._open)
 
+    @property
+    def awaiting_end(self) -> bool:
+        """Some utterance has all its audio queued and waits for its completion signal."""
+        return any(u.end is not None for u in self._open.values())
+
     def current(self) -> int | None:
         """The id of the newest utterance not yet resolved."""
         return next(reversed(self._open), None) if self._open else None
