@@ -10,6 +10,7 @@ from harken.speech.stt.agreement import (
     TrimPlan,
     common_prefix,
     continuation,
+    final_words,
     strip_overlap,
     trim_plan,
     word_key,
@@ -55,12 +56,30 @@ def test_disagreement_commits_only_up_to_the_first_difference() -> None:
 
 
 def test_committed_words_keep_the_newest_spelling_and_never_change() -> None:
-    la = LocalAgreement(2)
+    la = LocalAgreement(2, holdback=0)
     la.insert(w("hello there"))
     assert la.insert(w("Hello, there.")) == w("Hello, there.")
     la.insert(w("general"))
     la.insert(w("kenobi"))  # contradicts the tentative word: nothing new committed
     assert la.committed == w("Hello, there.")
+
+
+def test_the_last_word_of_a_hypothesis_is_held_back() -> None:
+    la = LocalAgreement(2)  # holdback=1
+    la.insert(w("what is the weather like this week"))
+    # the audio was cut inside "weekend" twice: "week" agrees but is the newest last word
+    assert la.insert(w("what is the weather like this week")) == w("what is the weather like this")
+    assert la.tentative == w("week")
+    assert la.insert(w("weekend?")) == []
+    assert la.finish(w("weekend?")) == w("weekend?")
+
+
+def test_final_words_extend_a_glued_committed_word() -> None:
+    assert final_words(w("like this week"), "like this weekend?") == w("like this weekend?")
+    assert final_words(w("book a"), "book a table") == w("book a table")
+    assert final_words([], "hello there") == w("hello there")
+    # a different word is not an extension: the committed word stays
+    assert final_words(w("I want"), "I went home") == w("I want home")
 
 
 def test_local_agreement_three_needs_three_hypotheses() -> None:
@@ -91,8 +110,10 @@ def test_continuation_after_a_forced_prefix() -> None:
     assert continuation("I would like to book", "") == w("I would like to book")
     # the engine glued a fragment onto the last prefix word: the fragment is dropped
     assert continuation("I want booking now", "I want book") == w("now")
-    # the engine did not reproduce the prefix: what follows the agreeing part
-    assert continuation("I want a cab", "I would") == w("want a cab")
+    # the engine did not reproduce the prefix's last word: read as a substitution
+    assert continuation("I want a cab", "I would") == w("a cab")
+    # ... or earlier words: what follows the agreeing part
+    assert continuation("You want a cab", "I would") == w("You want a cab")
 
 
 def test_strip_overlap_removes_a_repeated_tail_of_committed_words() -> None:

@@ -259,3 +259,36 @@ async def test_engine_failure_is_an_error_frame_upstream(clips: list[Utterance])
     assert len(errors) == 1 and isinstance(errors[0].error, ProviderError)
     assert errors[0].stage == "stt"
     assert h.finals == []
+
+
+async def test_early_pass_when_the_audio_turns_quiet_and_pass_coverage(
+    whisper: WhisperEngine, clips: list[Utterance]
+) -> None:
+    from harken.speech.stt.transcriber import AgreementTranscriber
+
+    t = AgreementTranscriber(whisper, step_s=30.0)  # no step-driven passes in this test
+    speech = clips[0].pcm
+    quiet = np.zeros(320, np.int16).tobytes()
+    for i in range(0, 16000, 320):
+        t.feed(speech[i : i + 320].tobytes())
+    assert t.early_passes == 0
+    for _ in range(3):  # 60 ms of quiet: not yet
+        t.feed(quiet)
+    assert t.early_passes == 0
+    for _ in range(10):  # 80 ms and more: one early pass, not one per frame
+        t.feed(quiet)
+    assert t.early_passes == 1
+    for i in range(16000, 24000, 320):  # loud again re-arms it
+        t.feed(speech[i : i + 320].tobytes())
+    for _ in range(5):
+        t.feed(quiet)
+    assert t.early_passes == 2
+    # coverage: the whole buffer, or up to past the end of speech (media time)
+    size = len(t.buffer)
+    assert t._covers(size, None, None)
+    assert not t._covers(size - 640, 1.0, None)
+    assert t._covers(size - 640, 1.07, 1.0)
+    assert not t._covers(size - 640, 1.03, 1.0)
+    text = await t.finish()
+    await t.aclose()
+    assert "table" in text

@@ -33,6 +33,7 @@ __all__ = [
     "TrimPlan",
     "common_prefix",
     "continuation",
+    "final_words",
     "split_words",
     "strip_overlap",
     "trim_plan",
@@ -82,7 +83,8 @@ def continuation(text: str, prefix: str) -> list[str]:
 
     ``text`` is the engine's full output for the buffer (prefix included). If the engine glued
     its first token onto the prefix's last word (``"book"`` + ``"ing"``), that fragment is
-    dropped: a committed word is never revised.
+    dropped: a committed word is not revised while the caller speaks (:func:`final_words`
+    keeps the longer word at the end of the turn).
     """
     prefix_words = split_words(prefix)
     words = split_words(text)
@@ -91,10 +93,26 @@ def continuation(text: str, prefix: str) -> list[str]:
         return words
     k = common_prefix(words, prefix_words)
     if k == n - 1 and len(words) >= n:
-        glued, last = word_key(words[n - 1]), word_key(prefix_words[-1])
-        if last and glued.startswith(last):
-            return words[n:]  # the last prefix word came back glued to a fragment: dropped
+        # the last prefix word came back different: glued to a fragment ("book" + "ing") or
+        # substituted; either way it stands for that word, and what follows is new
+        return words[n:]
     return words[k:]
+
+
+def final_words(committed: Sequence[str], text: str) -> list[str]:
+    """The final reading: ``committed`` words, then what the engine produced after them.
+
+    Unlike :func:`continuation`, a fragment the engine glued onto the last committed word
+    (``"week"`` + ``"end"``) *extends* that word: at the end of the turn the longer reading,
+    made with all the audio, wins.
+    """
+    words = split_words(text)
+    n = len(committed)
+    if n and len(words) >= n and common_prefix(words, committed) == n - 1:
+        glued, last = word_key(words[n - 1]), word_key(committed[-1])
+        if last and glued.startswith(last) and glued != last:
+            return [*committed[:-1], *words[n - 1 :]]
+    return [*committed, *continuation(text, " ".join(committed))]
 
 
 class LocalAgreement:
@@ -103,14 +121,19 @@ class LocalAgreement:
     Feed :meth:`insert` the words of each new hypothesis that follow the committed ones; it
     returns the newly committed words. :attr:`tentative` is the rest of the latest hypothesis.
     :meth:`finish` commits a final hypothesis whole.
+
+    ``holdback`` words at the end of the newest hypothesis are never committed, even when the
+    hypotheses agree on them: a pass sees the audio cut at an arbitrary point, and two passes
+    close together can agree on a word cut in the middle (``"week"`` of ``"weekend"``).
     """
 
-    __slots__ = ("_history", "committed", "n", "tentative")
+    __slots__ = ("_history", "committed", "holdback", "n", "tentative")
 
-    def __init__(self, n: int = 2) -> None:
+    def __init__(self, n: int = 2, holdback: int = 1) -> None:
         if n < 1:
             raise ValueError("LocalAgreement needs n >= 1")
         self.n = n
+        self.holdback = max(0, holdback)
         self.committed: list[str] = []
         self.tentative: list[str] = []
         self._history: list[list[str]] = []  # the last n-1 continuations, oldest first
@@ -123,6 +146,7 @@ class LocalAgreement:
             agreed = 0
         for old in self._history:
             agreed = min(agreed, common_prefix(old, new))
+        agreed = max(0, min(agreed, len(new) - self.holdback))
         fresh = new[:agreed]
         self.committed.extend(fresh)
         self.tentative = new[agreed:]

@@ -143,8 +143,10 @@ class SttService(ServiceStage):
 
     async def teardown(self) -> None:
         self._abandon()
-        for task in list(self._tasks):
-            task.cancel()
+        if self._tasks:  # closing transcribers; deliveries of abandoned turns end at once
+            _, pending = await asyncio.wait(list(self._tasks), timeout=2.0)
+            for task in pending:
+                task.cancel()
         if self._stream is not None:
             stream, self._stream = self._stream, None
             await stream.aclose()

@@ -31,7 +31,13 @@ from typing import Final, Protocol
 
 import numpy as np
 
-from harken.speech.stt.agreement import LocalAgreement, continuation, split_words, trim_plan
+from harken.speech.stt.agreement import (
+    LocalAgreement,
+    continuation,
+    final_words,
+    split_words,
+    trim_plan,
+)
 from harken.speech.stt.base import SAMPLE_RATE, SttEngine, SttEvent, SttStream, Transcription
 
 __all__ = ["AgreementTranscriber", "StreamTranscriber", "TurnTranscriber"]
@@ -43,6 +49,11 @@ _BYTES_PER_S: Final = 2 * SAMPLE_RATE
 _CONTEXT_CHARS: Final = 400
 _END_MARGIN_S: Final = 0.06  # a pass must have heard this much past the end of speech
 _QUIET_RATIO: Final = 400.0  # 26 dB below the loudest 20 ms of the turn counts as quiet
+
+
+def _retrieve(fut: asyncio.Future[Transcription]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 class TurnTranscriber(Protocol):
@@ -149,6 +160,7 @@ class AgreementTranscriber:
         fut = asyncio.ensure_future(
             self.engine.transcribe(bytes(self.buffer), prompt=self._prompt(), prefix=prefix)
         )
+        fut.add_done_callback(_retrieve)  # a pass nobody waits for any more may still fail
         return fut
 
     async def _run(self) -> None:
@@ -169,6 +181,9 @@ class AgreementTranscriber:
             self._inflight = fut = self._start_pass()
             try:
                 result = await asyncio.shield(fut)
+            except Exception as exc:  # noqa: BLE001 - the final pass reports engine failures
+                log.warning("stt partial pass failed, no more partials this turn: %r", exc)
+                return
             finally:
                 self._inflight = None
             done_len = size
@@ -241,9 +256,9 @@ class AgreementTranscriber:
             result = await self.engine.transcribe(
                 bytes(self.buffer), prompt=self._prompt(), prefix=prefix
             )
-        words = continuation(result.text, prefix) if result is not None else []
-        final = [*self.context, *self.agreement.committed, *words]
-        return " ".join(final)
+        committed = self.agreement.committed
+        words = final_words(committed, result.text) if result is not None else list(committed)
+        return " ".join([*self.context, *words])
 
     def resume(self) -> None:
         """Speech resumed before the turn ended: keep the buffer, go on with partial passes."""
@@ -291,10 +306,16 @@ class StreamTranscriber:
         while True:
             pcm = await self._queue.get()
             try:
+                if self.error is not None:
+                    continue  # the stream is broken: finish() raises the error
                 if pcm is None:
                     await self.stream.finalize()
                 else:
                     await self.stream.send(pcm)
+            except Exception as exc:  # noqa: BLE001 - kept and raised by finish()
+                self.error = exc
+                if self._flushed is not None and not self._flushed.done():
+                    self._flushed.set_result(None)
             finally:
                 self._queue.task_done()
 
