@@ -15,8 +15,6 @@ round-trips through G.711 u-law, as a carrier would deliver it.
 
 from __future__ import annotations
 
-import ctypes
-import threading
 from functools import lru_cache
 from typing import Any, Final
 
@@ -24,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harken.audio import decode_array, encode_array, resample
+from harken.speech.tts.espeak import say
 
 __all__ = [
     "ESPEAK_RATE",
@@ -39,73 +38,6 @@ __all__ = [
 ESPEAK_RATE: Final = 22050
 _I16 = np.int16
 
-_AUDIO_OUTPUT_SYNCHRONOUS: Final = 2
-_INIT_DONT_EXIT: Final = 0x8000
-_CHARS_UTF8: Final = 1
-_PARAM_RATE: Final = 1
-_PARAM_PITCH: Final = 3
-
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
-
-
-class _Espeak:
-    """libespeak-ng, loaded once per process; synthesis is serialised (the library is global)."""
-
-    def __init__(self) -> None:
-        import espeakng_loader  # type: ignore[import-untyped]
-
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_uint,
-            ctypes.c_uint,
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-        ]
-        rate = lib.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 0, espeakng_loader.get_data_path().encode(), _INIT_DONT_EXIT
-        )
-        if rate <= 0:
-            raise RuntimeError("espeak-ng failed to initialise")
-        self.rate = int(rate)
-        self.lib = lib
-        self.lock = threading.Lock()
-        self._chunks: list[npt.NDArray[np.int16]] = []
-        self._callback = _SynthCallback(self._collect)  # kept alive with the object
-
-    def _collect(self, wav: Any, n: int, _events: Any) -> int:
-        if n > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
-        return 0
-
-    def say(self, text: str, voice: str, wpm: int, pitch: int) -> npt.NDArray[np.int16]:
-        with self.lock:
-            lib = self.lib
-            lib.espeak_SetSynthCallback(self._callback)
-            lib.espeak_SetVoiceByName(voice.encode())
-            lib.espeak_SetParameter(_PARAM_RATE, wpm, 0)
-            lib.espeak_SetParameter(_PARAM_PITCH, pitch, 0)
-            data = text.encode()
-            self._chunks = []
-            lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, _CHARS_UTF8, None, None)
-            lib.espeak_Synchronize()
-            chunks, self._chunks = self._chunks, []
-        return np.concatenate(chunks) if chunks else np.zeros(0, _I16)
-
-
-@lru_cache(maxsize=1)
-def _espeak() -> _Espeak:
-    return _Espeak()
-
 
 @lru_cache(maxsize=256)
 def espeak(
@@ -115,7 +47,7 @@ def espeak(
 
     espeak-ng varies its output by a few samples from call to call, so each text is spoken
     once per process and cached (read-only)."""
-    out = _trim(_espeak().say(text, voice, wpm, pitch))
+    out = _trim(say(text, voice=voice, rate=wpm, pitch=pitch))
     out.setflags(write=False)
     return out
 

@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Final
 
 import numpy as np
+import numpy.typing as npt
 
 from harken.errors import ConfigError, ServiceError
 from harken.speech.tts.base import (
@@ -238,6 +239,32 @@ def espeak_instance() -> Espeak:
             if _instance is None:
                 _instance = Espeak()
     return _instance
+
+
+def say(
+    text: str, *, voice: str = "en-us", rate: int = 175, pitch: int = 50, volume: int = 100
+) -> npt.NDArray[np.int16]:
+    """Blocking: the whole of ``text`` as int16 PCM at 22,050 Hz (test data, benches).
+
+    Goes through the one process-wide instance, so it never races the TTS engine for the
+    library (espeak-ng is global state).
+    """
+    parts: list[bytes] = []
+
+    def collect(chunk: tuple[bytes, list[WordTiming]]) -> bool:
+        parts.append(chunk[0])
+        return True  # keep going
+
+    espeak_instance().synthesize(
+        text,
+        collect,
+        voice=voice,
+        rate=rate,
+        pitch=pitch,
+        volume=volume,
+        end_pause=False,
+    )
+    return np.frombuffer(b"".join(parts), dtype=np.int16).copy()
 
 
 class EspeakEngine(TtsEngine):
