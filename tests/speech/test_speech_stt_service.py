@@ -267,19 +267,19 @@ async def test_early_pass_when_the_audio_turns_quiet_and_pass_coverage(
     from harken.speech.stt.transcriber import AgreementTranscriber
 
     t = AgreementTranscriber(whisper, step_s=30.0)  # no step-driven passes in this test
-    speech = clips[0].pcm
-    quiet = np.zeros(320, np.int16).tobytes()
-    for i in range(0, 16000, 320):
-        t.feed(speech[i : i + 320].tobytes())
+    loud = (np.random.default_rng(1).standard_normal(320) * 3000).astype(np.int16).tobytes()
+    quiet = (np.random.default_rng(2).standard_normal(320) * 100).astype(np.int16).tobytes()
+    for _ in range(50):
+        t.feed(loud)
     assert t.early_passes == 0
-    for _ in range(3):  # 60 ms of quiet: not yet
+    for _ in range(4):  # 80 ms of quiet (30 dB down): not yet
         t.feed(quiet)
     assert t.early_passes == 0
-    for _ in range(10):  # 80 ms and more: one early pass, not one per frame
+    for _ in range(10):  # 100 ms and more: one early pass, not one per frame
         t.feed(quiet)
     assert t.early_passes == 1
-    for i in range(16000, 24000, 320):  # loud again re-arms it
-        t.feed(speech[i : i + 320].tobytes())
+    for _ in range(5):  # loud again re-arms it
+        t.feed(loud)
     for _ in range(5):
         t.feed(quiet)
     assert t.early_passes == 2
@@ -289,6 +289,10 @@ async def test_early_pass_when_the_audio_turns_quiet_and_pass_coverage(
     assert not t._covers(size - 640, 1.0, None)
     assert t._covers(size - 640, 1.07, 1.0)
     assert not t._covers(size - 640, 1.03, 1.0)
+    await t.aclose()
+    # the real thing: speech in, the final text out
+    t = AgreementTranscriber(whisper)
+    t.feed(clips[0].pcm.tobytes())
     text = await t.finish()
     await t.aclose()
     assert "table" in text

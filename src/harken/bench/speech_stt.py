@@ -68,6 +68,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stt-context-compare", type=int, default=10, help="clips also run with 30 s context"
     )
+    parser.add_argument(
+        "--stt-forced-final",
+        action="store_true",
+        help="final pass forces the committed words as its prefix (default: decodes freely)",
+    )
 
 
 def _engine(name: str, args: argparse.Namespace) -> SttEngine | StreamingSttEngine:
@@ -143,7 +148,7 @@ async def _run_engine_path(
         if isinstance(frame, TranscriptFrame):
             got.append((loop.time(), frame))
 
-    service = SttService(engine, step_s=args.stt_step_ms / 1000)
+    service = SttService(engine, step_s=args.stt_step_ms / 1000, final_prefix=args.stt_forced_final)
     call = Call(service, on_down=on_down)
     await call.start()
     lat: list[float] = []
