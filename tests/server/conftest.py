@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -54,6 +55,16 @@ class ServerProcess:
         self.lines: list[str] = []
 
 
+def _answers(port: int) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+            return int(r.status) == 200
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     import socket
 
@@ -89,15 +100,25 @@ def server_process() -> Iterator[object]:
         )
         procs.append(proc)
         server = ServerProcess(proc, http, media)
-        ready = 0
-        assert proc.stdout is not None
-        while ready < wait_for:
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError("server exited:\n" + "".join(server.lines))
-            server.lines.append(line)
-            if re.search(r"worker ready", line):
-                ready += 1
+        ready = threading.Semaphore(0)
+
+        def pump() -> None:  # read the server's output off the test's thread, never blocking it
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                server.lines.append(line)
+                if "worker ready" in line:
+                    ready.release()
+
+        threading.Thread(target=pump, daemon=True).start()
+        deadline = time.monotonic() + 60
+        for _ in range(wait_for):
+            if not ready.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                if proc.poll() is not None:
+                    raise RuntimeError("server exited:\n" + "".join(server.lines))
+                # Output lost or late: the ports answering is what the tests need.
+                if _answers(http) and _answers(media):
+                    break
+                raise RuntimeError("server not ready in 60 s:\n" + "".join(server.lines))
         return server
 
     yield start
