@@ -69,9 +69,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--stt-context-compare", type=int, default=10, help="clips also run with 30 s context"
     )
     parser.add_argument(
-        "--stt-forced-final",
+        "--stt-force-prefix",
         action="store_true",
-        help="final pass forces the committed words as its prefix (default: decodes freely)",
+        help="passes force the committed words as the decoder prefix (default: decode freely)",
     )
 
 
@@ -148,7 +148,7 @@ async def _run_engine_path(
         if isinstance(frame, TranscriptFrame):
             got.append((loop.time(), frame))
 
-    service = SttService(engine, step_s=args.stt_step_ms / 1000, final_prefix=args.stt_forced_final)
+    service = SttService(engine, step_s=args.stt_step_ms / 1000, force_prefix=args.stt_force_prefix)
     call = Call(service, on_down=on_down)
     await call.start()
     lat: list[float] = []

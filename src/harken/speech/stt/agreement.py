@@ -81,22 +81,21 @@ def strip_overlap(
 def continuation(text: str, prefix: str) -> list[str]:
     """The words an engine produced after a forced ``prefix``.
 
-    ``text`` is the engine's full output for the buffer (prefix included). If the engine glued
-    its first token onto the prefix's last word (``"book"`` + ``"ing"``), that fragment is
-    dropped: a committed word is not revised while the caller speaks (:func:`final_words`
-    keeps the longer word at the end of the turn).
+    ``text`` is the engine's full output for the buffer (the prefix's words included, forced or
+    decoded again). Words are aligned by position: if the engine glued its first token onto the
+    prefix's last word (``"book"`` + ``"ing"``), that fragment is dropped, and a word it read
+    differently stands for the committed one: committed words are not revised while the caller
+    speaks (:func:`final_words` keeps a longer glued word at the end of the turn).
     """
     prefix_words = split_words(prefix)
     words = split_words(text)
     n = len(prefix_words)
     if n == 0:
         return words
-    k = common_prefix(words, prefix_words)
-    if k == n - 1 and len(words) >= n:
-        # the last prefix word came back different: glued to a fragment ("book" + "ing") or
-        # substituted; either way it stands for that word, and what follows is new
-        return words[n:]
-    return words[k:]
+    # the prefix's words came back different (a fragment glued to the last one, "book" + "ing",
+    # or a free pass reading the committed audio differently): word for word, they stand for
+    # the prefix, and what follows is new
+    return words[n:]
 
 
 def final_words(committed: Sequence[str], text: str) -> list[str]:

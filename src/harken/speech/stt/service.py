@@ -92,8 +92,8 @@ class SttService(ServiceStage):
         "_turn",
         "empty_turns",
         "engine",
-        "final_prefix",
         "finals",
+        "force_prefix",
         "interim",
         "interims",
         "language",
@@ -112,7 +112,7 @@ class SttService(ServiceStage):
         max_buffer_s: float = 20.0,
         interim: bool = True,
         language: str | None = None,
-        final_prefix: bool = False,
+        force_prefix: bool = False,
     ) -> None:
         super().__init__(name)
         if not isinstance(engine, SttEngine | StreamingSttEngine):
@@ -123,7 +123,7 @@ class SttService(ServiceStage):
         self.max_buffer_s = max_buffer_s
         self.interim = interim
         self.language = language
-        self.final_prefix = final_prefix
+        self.force_prefix = force_prefix
         self._resampler: Resampler | None = None
         self._preroll: deque[bytes] = deque()
         self._preroll_bytes = 0
@@ -228,7 +228,7 @@ class SttService(ServiceStage):
                 step_s=self.step_s,
                 max_buffer_s=self.max_buffer_s,
                 partials=self.engine.partials and self.interim,
-                final_prefix=self.final_prefix,
+                force_prefix=self.force_prefix,
             )
         return turn
 

@@ -4,17 +4,17 @@
 :class:`~harken.speech.stt.base.SttEngine` with LocalAgreement-2:
 
 * while the caller speaks, every ``step_s`` of new audio starts a *partial pass* over the turn's
-  buffer (one at a time), with the committed words forced as the decoder's prefix and the
-  context before the buffer as its prompt; the words two consecutive passes agree on are
-  committed (:class:`~harken.speech.stt.agreement.LocalAgreement`) and an interim text
-  (committed + tentative) is reported;
+  buffer (one at a time), with the context before the buffer as its prompt; the words two
+  consecutive passes agree on are committed (:class:`~harken.speech.stt.agreement.LocalAgreement`)
+  and an interim text (committed + tentative) is reported; committed words are never revised
+  in interim text;
 * past ``max_buffer_s`` the buffer is trimmed at the end of the committed words (where the
   engine can align words to audio), and those words become the prompt;
 * :meth:`finish` (the caller stopped) returns the final text. A pass that already heard all the
   speech (every sample of the buffer, or everything up to the VAD's end of speech) stands as
   the final; otherwise one *final pass* runs over the buffer at once, beside any partial still
-  in flight, never waiting for it. The final pass decodes freely by default
-  (``final_prefix=False``): forcing the committed words made finals *worse* (espeak voice, 50
+  in flight, never waiting for it. Passes decode freely by default (``force_prefix=False``):
+  forcing the committed words as the decoder's prefix made finals *worse* (espeak voice, 50
   clips: 14.0% WER against 9.7%, the same as one whole-clip pass) and *slower* (CTranslate2
   feeds a forced prefix one decoder step per token, 214 ms against 172 ms p50), because two
   passes over audio cut mid-word sometimes agree on a wrong word. Committed words are stable
@@ -92,10 +92,10 @@ class AgreementTranscriber:
         max_buffer_s: float = 20.0,
         partials: bool | None = None,
         early_quiet_s: float = 0.1,
-        final_prefix: bool = False,
+        force_prefix: bool = False,
     ) -> None:
         self.engine = engine
-        self.final_prefix = final_prefix
+        self.force_prefix = force_prefix
         self.on_interim = on_interim
         self.step = int(step_s * _BYTES_PER_S) & ~1
         self.min_audio = int(min_audio_s * _BYTES_PER_S) & ~1
@@ -167,7 +167,7 @@ class AgreementTranscriber:
 
     def _start_pass(self) -> asyncio.Future[Transcription]:
         self.passes += 1
-        prefix = " ".join(self.agreement.committed)
+        prefix = " ".join(self.agreement.committed) if self.force_prefix else ""
         fut = asyncio.ensure_future(
             self.engine.transcribe(bytes(self.buffer), prompt=self._prompt(), prefix=prefix)
         )
@@ -264,15 +264,18 @@ class AgreementTranscriber:
             result = last[3]
         if result is None and size > 0:
             self.passes += 1
-            if not self.final_prefix:
-                prefix = ""
             result = await self.engine.transcribe(
-                bytes(self.buffer), prompt=self._prompt(), prefix=prefix
+                bytes(self.buffer),
+                prompt=self._prompt(),
+                prefix=prefix if self.force_prefix else "",
             )
-            if not prefix:
-                return " ".join([*self.context, *split_words(result.text)])
         committed = self.agreement.committed
-        words = final_words(committed, result.text) if result is not None else list(committed)
+        if result is None:
+            words = list(committed)
+        elif self.force_prefix:
+            words = final_words(committed, result.text)
+        else:
+            words = split_words(result.text)  # the whole turn, decoded freely
         return " ".join([*self.context, *words])
 
     def resume(self) -> None:
