@@ -173,6 +173,17 @@ class HangupFrame(ControlFrame):
 
 
 @dataclass(slots=True)
+class TransferFrame(ControlFrame):
+    """The agent moves the call to ``target`` (a number or SIP URI) once the audio before this
+    frame has played; the transport asks the carrier to do it."""
+
+    target: str = ""
+    reason: str = ""
+
+    interruptible: ClassVar[bool] = False
+
+
+@dataclass(slots=True)
 class ErrorFrame(ControlFrame):
     """A stage failed. Pushed *upstream* from the failing stage, inline, and reaches the call's
     error hook at the head of the pipeline; ``fatal`` ends the call."""
@@ -218,6 +229,18 @@ class InterruptionFrame(SystemFrame):
     """The caller cut in: abandon the current reply (queued audio, LLM and TTS work)."""
 
     generation: int = 0
+
+
+@dataclass(slots=True)
+class PausePlaybackFrame(SystemFrame):
+    """Hold the agent's outbound audio (caller speech began over it: maybe a barge-in, maybe a
+    backchannel). Nothing is discarded; :class:`ResumePlaybackFrame` continues where it held,
+    an :class:`InterruptionFrame` drops it."""
+
+
+@dataclass(slots=True)
+class ResumePlaybackFrame(SystemFrame):
+    """Continue the outbound audio held by :class:`PausePlaybackFrame`."""
 
 
 @dataclass(slots=True)

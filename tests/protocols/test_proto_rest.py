@@ -9,7 +9,14 @@ from urllib.parse import parse_qs
 import pytest
 
 from harken.errors import LocalProtocolError
-from harken.protocols.rest import HttpRequest, plivo_hangup, telnyx_hangup, twilio_hangup
+from harken.protocols.rest import (
+    HttpRequest,
+    plivo_hangup,
+    telnyx_hangup,
+    telnyx_transfer,
+    twilio_hangup,
+    twilio_transfer,
+)
 
 
 def _basic(request: HttpRequest) -> str:
@@ -102,3 +109,21 @@ def test_request_is_immutable() -> None:
     req = plivo_hangup("a", "t", "c")
     with pytest.raises(AttributeError):
         req.url = "http://elsewhere"  # type: ignore[misc]
+
+
+def test_twilio_transfer_redirects_to_dial_twiml_with_escaping() -> None:
+    req = twilio_transfer("AC1", "tok", "CA2", "+15550100")
+    assert req.url.endswith("/Accounts/AC1/Calls/CA2.json") and _basic(req) == "AC1:tok"
+    twiml = parse_qs(req.body.decode())["Twiml"][0]
+    assert twiml == "<Response><Dial>+15550100</Dial></Response>"
+    sip = parse_qs(twilio_transfer("AC1", "t", "CA2", "sip:a@b.com?x=<1>").body.decode())
+    assert sip["Twiml"][0] == "<Response><Dial><Sip>sip:a@b.com?x=&lt;1&gt;</Sip></Dial></Response>"
+    with pytest.raises(LocalProtocolError):
+        twilio_transfer("AC1", "t", "CA2", "")
+
+
+def test_telnyx_transfer() -> None:
+    req = telnyx_transfer("KEY", "ccid-1", "+15550100")
+    assert req.url == "https://api.telnyx.com/v2/calls/ccid-1/actions/transfer"
+    assert req.header("Authorization") == "Bearer KEY"
+    assert json.loads(req.body) == {"to": "+15550100"}

@@ -17,6 +17,9 @@ from harken.frames import (
     AudioFrame,
     DTMFFrame,
     InterruptionFrame,
+    PausePlaybackFrame,
+    ResumePlaybackFrame,
+    TransferFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
 )
@@ -288,3 +291,70 @@ async def test_a_stall_does_not_add_lasting_latency_to_live_audio() -> None:
         s.receive_text(media_msg(i))
         assert len(link.of("media")) >= before + 1
     assert out.pacer.dropped_bytes == dropped  # nothing more dropped once back in step
+
+
+async def test_pause_holds_audio_without_loss_and_resume_continues() -> None:
+    s, link, spy = session(deadman_margin_s=0.05)
+    s.receive_text(start_msg())
+    await settle()
+    out = s.output
+    assert out is not None and s.call is not None
+    out.on_down(TTSStartedFrame(utterance_id=7))
+    out.on_down(AudioFrame(b"\x00\x00" * 4000, 8000))  # 0.5 s
+    out.on_down(TTSStoppedFrame(utterance_id=7))
+    assert len(link.of("media")) == 4
+    s.call.system(PausePlaybackFrame())
+    await asyncio.sleep(0.3)  # longer than the deadman margin: it must not fire while held
+    assert len(link.of("media")) == 4 and not link.of("clear")
+    assert spy.of(AgentStoppedSpeakingFrame) == []
+    s.call.system(ResumePlaybackFrame())
+    await asyncio.sleep(0.55)
+    assert len(link.of("media")) == 25  # every chunk of the utterance, nothing dropped
+    for m in link.of("mark"):
+        s.receive_text(mark_msg(m["mark"]["name"]))  # type: ignore[index]
+    stopped = spy.of(AgentStoppedSpeakingFrame)
+    assert [(f.strategy, f.interrupted) for f in stopped] == [("mark", False)]
+
+
+async def test_interruption_while_paused_clears_and_drops_the_held_audio() -> None:
+    s, link, spy = session(deadman_margin_s=5.0)
+    s.receive_text(start_msg())
+    await settle()
+    out = s.output
+    assert out is not None and s.call is not None
+    out.on_down(TTSStartedFrame(utterance_id=8))
+    out.on_down(AudioFrame(b"\x00\x00" * 8000, 8000))
+    s.call.system(PausePlaybackFrame())
+    await asyncio.sleep(0.1)
+    s.call.system(InterruptionFrame())
+    assert link.sent[-1]["event"] == "clear"
+    await settle()
+    stopped = spy.of(AgentStoppedSpeakingFrame)
+    assert len(stopped) == 1 and stopped[0].interrupted
+    assert stopped[0].played_s <= 0.08 + 1e-9  # only what left before the pause
+    n = len(link.of("media"))
+    await asyncio.sleep(0.1)
+    assert len(link.of("media")) == n
+    assert not out.pacer.paused
+
+
+async def test_transfer_waits_for_playback_then_calls_the_carrier() -> None:
+    targets: list[str] = []
+
+    async def transfer(info: StreamStarted, target: str) -> None:
+        targets.append(target)
+
+    s, link, _ = session(deadman_margin_s=0.05)
+    s.transfer_handler = transfer
+    s.receive_text(start_msg())
+    await settle()
+    out = s.output
+    assert out is not None and s.call is not None
+    out.on_down(TTSStartedFrame(utterance_id=9))
+    out.on_down(AudioFrame(b"\x00\x00" * 1600, 8000))  # 0.2 s
+    s.call.feed(TransferFrame(target="+15550100"))
+    await settle()
+    assert targets == []  # not before the words are heard
+    await asyncio.sleep(0.5)
+    assert targets == ["+15550100"]
+    assert s.outcome == "transfer" and link.closed is not None

@@ -14,6 +14,13 @@ Telnyx     ``POST {base}/v2/calls/{call_control_id}/actions/hangup``          Be
 Plivo      ``DELETE {base}/v1/Account/{auth_id}/Call/{call_uuid}/``           Basic
                                                                               id:token
 =========  =================================================================  ==============
+
+Transfers (the agent's ``transfer_call``) move the caller elsewhere and end our media stream:
+
+=========  =================================================================================
+Twilio     the same Call resource, form body ``Twiml=<Response><Dial>TARGET</Dial></Response>``
+Telnyx     ``POST {base}/v2/calls/{call_control_id}/actions/transfer``, JSON ``{"to": TARGET}``
+=========  =================================================================================
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode, urlsplit
+from xml.sax.saxutils import escape
 
 import orjson
 
@@ -33,7 +41,9 @@ __all__ = [
     "HttpRequest",
     "plivo_hangup",
     "telnyx_hangup",
+    "telnyx_transfer",
     "twilio_hangup",
+    "twilio_transfer",
 ]
 
 TWILIO_API = "https://api.twilio.com"
@@ -77,6 +87,32 @@ def twilio_hangup(
         ),
         body=urlencode({"Status": "completed"}).encode(),
     )
+
+
+def twilio_transfer(
+    account_sid: str,
+    auth_token: str,
+    call_sid: str,
+    target: str,
+    *,
+    base_url: str = TWILIO_API,
+) -> HttpRequest:
+    """Redirect a live Twilio call to new TwiML that dials ``target`` (number or SIP URI)."""
+    target = _text(target, "transfer target").strip()
+    noun = f"<Sip>{escape(target)}</Sip>" if target.startswith("sip:") else escape(target)
+    twiml = f"<Response><Dial>{noun}</Dial></Response>"
+    req = twilio_hangup(account_sid, auth_token, call_sid, base_url=base_url)
+    return HttpRequest(req.method, req.url, req.headers, urlencode({"Twiml": twiml}).encode())
+
+
+def telnyx_transfer(
+    api_key: str, call_control_id: str, target: str, *, base_url: str = TELNYX_API
+) -> HttpRequest:
+    """Transfer a Telnyx Call Control call to ``target``."""
+    req = telnyx_hangup(api_key, call_control_id, base_url=base_url)
+    url = req.url.removesuffix("/hangup") + "/transfer"
+    body = orjson.dumps({"to": _text(target, "transfer target").strip()})
+    return HttpRequest(req.method, url, req.headers, body)
 
 
 def telnyx_hangup(

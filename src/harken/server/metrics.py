@@ -37,6 +37,7 @@ DROPPED_AUDIO = Counter(
     "Audio frames dropped: full lanes (drop-oldest) and stale live audio after a stall",
 )
 HANGUPS = Counter("harken_hangups_total", "Agent-initiated hang-ups", ["carrier", "result"])
+TRANSFERS = Counter("harken_transfers_total", "Agent-initiated transfers", ["carrier", "result"])
 SIGNATURE_FAILURES = Counter(
     "harken_webhook_signature_failures_total", "Webhooks refused for a bad signature"
 )

@@ -1,4 +1,4 @@
-"""Carrier REST hang-ups: the I/O half of :mod:`harken.protocols.rest`."""
+"""Carrier REST hang-ups and transfers: the I/O half of :mod:`harken.protocols.rest`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from harken.server.config import Config
 
 ClientFactory = Callable[[], aiohttp.ClientSession]
 Hangup = Callable[[StreamStarted], Awaitable[None]]
+Transfer = Callable[[StreamStarted, str], Awaitable[None]]
 
 
 class HangupClient:
@@ -43,14 +44,46 @@ class HangupClient:
             )
         raise ConfigError(f"{carrier} has no REST hang-up; the stream is closed instead")
 
+    def transfer_request(self, carrier: str, info: StreamStarted, target: str) -> rest.HttpRequest:
+        c = self.config.carriers
+        call_id = info.call_id or ""
+        if carrier == "twilio":
+            if not (c.twilio.account_sid and c.twilio.auth_token):
+                raise ConfigError("twilio transfer needs carriers.twilio.account_sid/auth_token")
+            return rest.twilio_transfer(
+                c.twilio.account_sid,
+                c.twilio.auth_token,
+                call_id,
+                target,
+                base_url=c.twilio.api_base,
+            )
+        if carrier == "telnyx":
+            if not c.telnyx.api_key:
+                raise ConfigError("telnyx transfer needs carriers.telnyx.api_key")
+            return rest.telnyx_transfer(
+                c.telnyx.api_key, call_id, target, base_url=c.telnyx.api_base
+            )
+        raise ConfigError(f"{carrier} has no REST transfer")
+
     async def send(self, carrier: str, info: StreamStarted) -> None:
-        req = self.request(carrier, info)
+        await self._send(carrier, self.request(carrier, info), "hang-up")
+
+    async def _send(self, carrier: str, req: rest.HttpRequest, what: str) -> None:
         async with self.client().request(
             req.method, req.url, headers=list(req.headers), data=req.body or None
         ) as resp:
             if resp.status >= 300:
                 text = (await resp.text())[:200]
-                raise ProviderError(carrier, resp.status, f"hang-up refused: {text}")
+                raise ProviderError(carrier, resp.status, f"{what} refused: {text}")
+
+    def transfer_for_carrier(self, carrier: str) -> Transfer | None:
+        if carrier not in ("twilio", "telnyx"):
+            return None
+
+        async def transfer(info: StreamStarted, target: str) -> None:
+            await self._send(carrier, self.transfer_request(carrier, info, target), "transfer")
+
+        return transfer
 
     def for_carrier(self, carrier: str) -> Hangup | None:
         if carrier not in ("twilio", "telnyx", "plivo"):

@@ -44,6 +44,8 @@ log = logging.getLogger("harken.carrier")
 AgentFactory = Callable[[StreamStarted, int, int], list[Stage]]
 #: Performs the carrier's REST hang-up for a call (the I/O lives with the server).
 Hangup = Callable[[StreamStarted], Awaitable[None]]
+#: Asks the carrier to transfer a call to a target (number or SIP URI).
+Transfer = Callable[[StreamStarted, str], Awaitable[None]]
 
 CLOSE_NORMAL = 1000
 CLOSE_POLICY = 1008
@@ -106,6 +108,7 @@ class CarrierSession:
         playback: PlaybackSettings | None = None,
         stream_secret: str = "",
         hangup: Hangup | None = None,
+        transfer: Transfer | None = None,
     ) -> None:
         self.codec = codec
         self.link = link
@@ -114,6 +117,7 @@ class CarrierSession:
         self.playback = playback or PlaybackSettings()
         self.stream_secret = stream_secret
         self.hangup_handler = hangup
+        self.transfer_handler = transfer
         self.call: Call | None = None
         self.output: CarrierOutput | None = None
         self.info: StreamStarted | None = None
@@ -211,6 +215,9 @@ class CarrierSession:
         self.output = CarrierOutput(codec, self.link, self.playback)
         loop = asyncio.get_running_loop()
         self.output.on_hangup = lambda: self._spawn(loop.create_task(self.carrier_hangup()))
+        self.output.on_transfer = lambda target: self._spawn(
+            loop.create_task(self.carrier_transfer(target))
+        )
         stages = self.agent(info, codec.sample_rate, codec.output_sample_rate)
         call_id = info.call_id or info.stream_id or ""
         self.call = Call(Pipeline([*stages, self.output]), call_id=call_id)
@@ -301,3 +308,26 @@ class CarrierSession:
             self.call.end("hangup")
         self.closed = True
         self._close_link(CLOSE_NORMAL, "hangup")
+
+    async def carrier_transfer(self, target: str) -> None:
+        """Called once the audio before a ``TransferFrame`` has played: the carrier moves the
+        caller to ``target`` and our stream ends. Without a transfer handler (or when it fails)
+        the call is hung up instead, never left hanging in silence."""
+        handler, info = self.transfer_handler, self.info
+        if handler is None or info is None:
+            log.warning("%s: no transfer available; hanging up instead", self.codec.name)
+            await self.carrier_hangup()
+            return
+        try:
+            await handler(info, target)
+        except Exception as exc:  # noqa: BLE001 - reported; the call is hung up instead
+            log.warning("%s transfer to %s failed: %s", self.codec.name, target, exc)
+            metrics.TRANSFERS.labels(self.codec.name, "error").inc()
+            await self.carrier_hangup()
+            return
+        metrics.TRANSFERS.labels(self.codec.name, "ok").inc()
+        self.outcome = "transfer"
+        if self.call is not None and not self.call.closed:
+            self.call.end("transfer")
+        self.closed = True
+        self._close_link(CLOSE_NORMAL, "transfer")

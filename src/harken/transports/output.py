@@ -9,9 +9,12 @@
   mark, and resolves each utterance through a
   :class:`~harken.transports.playback.PlaybackTracker` (mark echo, drained, silence tail, or the
   deadman), broadcasting ``AgentStartedSpeakingFrame`` / ``AgentStoppedSpeakingFrame``;
-* on an interruption stops the pacer, sends ``clear`` and reports how much was heard;
-* holds ``EndFrame`` and ``HangupFrame`` until the audio before them has played (or the deadman
-  fired), then ends the call or hangs up.
+* on an interruption stops the pacer, sends ``clear`` and reports how much was heard; on
+  ``PausePlaybackFrame`` (caller speech that may be a barge-in) holds the audio without
+  discarding it (the far end plays out at most the pacer's lead) and continues on
+  ``ResumePlaybackFrame`` (it was a backchannel), with the deadman moved by the pause;
+* holds ``EndFrame``, ``HangupFrame`` and ``TransferFrame`` until the audio before them has
+  played (or the deadman fired), then ends the call, hangs up or transfers.
 
 One process-wide :class:`PacerClock` drives every call's pacer from a single timer, so an idle
 call costs no timer and a busy one no task.
@@ -35,7 +38,10 @@ from harken.frames import (
     HangupFrame,
     InterruptionFrame,
     MarkFrame,
+    PausePlaybackFrame,
+    ResumePlaybackFrame,
     SystemFrame,
+    TransferFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
 )
@@ -148,6 +154,7 @@ class CarrierOutput(Stage):
         self.remote_gone = False
         self.on_completion: Callable[[Completion], None] | None = None
         self.on_hangup: Callable[[], None] | None = None
+        self.on_transfer: Callable[[str], None] | None = None
         self._uid: int | None = None  # utterance receiving audio now
         self._live = False  # that utterance is produced in real time (see TTSStartedFrame.live)
         self._auto_uid = _IMPLICIT_UTTERANCE_BASE
@@ -156,6 +163,7 @@ class CarrierOutput(Stage):
         self._announce: list[tuple[float, int]] = []  # (offset, uid) not yet audible
         self._waiters: list[Callable[[], None]] = []
         self._clock: PacerClock | None = None
+        self._paused_at: float | None = None
 
     # --- downstream --------------------------------------------------------------------------
 
@@ -179,6 +187,10 @@ class CarrierOutput(Stage):
         elif isinstance(frame, HangupFrame):
             self._close_utterance()
             self.after_playback(self._hang_up)
+        elif isinstance(frame, TransferFrame):
+            self._close_utterance()
+            target = frame.target
+            self.after_playback(lambda: self._transfer(target))
         else:
             self.push_down(frame)
 
@@ -289,6 +301,8 @@ class CarrierOutput(Stage):
             self._run_waiters()
             return False
         self._pump(now)
+        if self._paused_at is not None:
+            return self._needs_clock()  # held: no clock resolution, no deadman
         for completion in self.tracker.on_clock(self.pacer.played_offset(now), now):
             self._report(completion)
         self._run_waiters()
@@ -309,12 +323,28 @@ class CarrierOutput(Stage):
 
     def on_system(self, frame: SystemFrame) -> None:
         if isinstance(frame, InterruptionFrame):
+            self._paused_at = None
             self._interrupt()
+        elif isinstance(frame, PausePlaybackFrame):
+            if self._paused_at is None and not self.remote_gone:
+                self._paused_at = asyncio.get_running_loop().time()
+                self.pacer.paused = True
+        elif isinstance(frame, ResumePlaybackFrame):
+            self._resume()
         elif isinstance(frame, CancelFrame):
             self.remote_gone = True
             self._waiters.clear()
             if self._clock is not None:
                 self._clock.forget(self)
+
+    def _resume(self) -> None:
+        paused_at, self._paused_at = self._paused_at, None
+        if paused_at is None:
+            return
+        now = asyncio.get_running_loop().time()
+        self.pacer.paused = False
+        self.tracker.postpone(now - paused_at)
+        self._pump(now)
 
     def _interrupt(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -365,6 +395,12 @@ class CarrierOutput(Stage):
     def _hang_up(self) -> None:
         if self.on_hangup is not None:
             self.on_hangup()
+
+    def _transfer(self, target: str) -> None:
+        if self.on_transfer is not None:
+            self.on_transfer(target)
+        else:
+            self._hang_up()
 
     def _report(self, completion: Completion) -> None:
         metrics.PLAYBACK.labels(completion.strategy).inc()

@@ -46,6 +46,7 @@ class Pacer:
         "dropped_bytes",
         "far_end",
         "lead_s",
+        "paused",
         "pushed_bytes",
         "sent_bytes",
         "silence",
@@ -66,6 +67,9 @@ class Pacer:
         self.sent_bytes = 0  # stream offset of the end of everything released
         self.dropped_bytes = 0  # stale live audio dropped by trim()
         self.far_end = 0.0
+        #: while True nothing is released (a possible barge-in is being checked); the far end
+        #: plays out what it holds (at most ``lead_s``) and the rest waits here
+        self.paused = False
 
     # --- input -------------------------------------------------------------------------------
 
@@ -95,6 +99,8 @@ class Pacer:
         out: list[Release] = []
         if self.far_end < now:
             self.far_end = now
+        if self.paused:
+            return out
         buf = self._buf
         marks = self._marks
         chunk = self.chunk_bytes
@@ -116,6 +122,8 @@ class Pacer:
 
     def next_due(self, now: float) -> float | None:
         """When :meth:`release` will next have something to send (None: nothing waits)."""
+        if self.paused:
+            return None
         if self._marks and self._marks[0][0] <= self.sent_bytes:
             return now
         if len(self._buf) < self.chunk_bytes:
@@ -149,6 +157,7 @@ class Pacer:
         self._marks.clear()
         self.pushed_bytes = self.sent_bytes
         self.far_end = now
+        self.paused = False
         return dropped
 
     # --- state -------------------------------------------------------------------------------

@@ -134,6 +134,12 @@ class PlaybackTracker:
                 done.append(self._resolve(utt, "deadman", interrupted=False))
         return done
 
+    def postpone(self, seconds: float) -> None:
+        """Move every armed deadman later (playback was paused this long)."""
+        for utt in self._open.values():
+            if utt.deadline is not None:
+                utt.deadline += seconds
+
     def next_deadline(self) -> float | None:
         deadlines = [u.deadline for u in self._open.values() if u.deadline is not None]
         return min(deadlines) if deadlines else None
