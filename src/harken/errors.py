@@ -12,8 +12,14 @@ The tree::
     │   ├── StageError           a stage raised while handling a frame (wraps the cause)
     │   └── CallClosedError      a frame was fed to a call that has already ended
     ├── TransportError           a transport could not send or receive
+    ├── ToolError                an agent tool got invalid arguments or could not do its job
     └── ServiceError             a model or remote provider failed
-        └── ProviderError        a remote provider answered with an error
+        ├── ProviderError        a remote provider answered with an error
+        └── LLMError             a chat-completions stream failed (URL, model, attempts)
+            ├── LLMHTTPError       the server answered an error status
+            ├── LLMTimeoutError    no first token, or the stream stalled, in time
+            ├── LLMConnectionError the connection failed or dropped
+            └── LLMResponseError   the stream was malformed or cut short
 
 The local/remote split follows h11: a :class:`RemoteProtocolError` is the peer's fault and is
 answered by ending that one call; a :class:`LocalProtocolError` is a bug on our side.
@@ -26,6 +32,11 @@ __all__ = [
     "CallClosedError",
     "ConfigError",
     "HarkenError",
+    "LLMConnectionError",
+    "LLMError",
+    "LLMHTTPError",
+    "LLMResponseError",
+    "LLMTimeoutError",
     "LocalProtocolError",
     "PipelineError",
     "ProtocolError",
@@ -33,6 +44,7 @@ __all__ = [
     "RemoteProtocolError",
     "ServiceError",
     "StageError",
+    "ToolError",
     "TransportError",
 ]
 
@@ -81,6 +93,10 @@ class TransportError(HarkenError):
     """A transport failed to send or receive."""
 
 
+class ToolError(HarkenError):
+    """An agent tool got invalid arguments or could not do its job; the message is speakable."""
+
+
 class ServiceError(HarkenError):
     """A model or a remote service failed."""
 
@@ -93,3 +109,41 @@ class ProviderError(ServiceError):
         super().__init__(f"{provider}{detail}: {message}")
         self.provider = provider
         self.status = status
+
+
+class LLMError(ServiceError):
+    """A chat-completions request failed; the message ends with the URL, model and attempts."""
+
+    def __init__(self, message: str, *, url: str = "", model: str = "", attempts: int = 0) -> None:
+        where = [f"POST {url}"] if url else []
+        if model:
+            where.append(f"model {model!r}")
+        if attempts:
+            where.append(f"attempt {attempts}")
+        super().__init__(f"{message} [{', '.join(where)}]" if where else message)
+        self.url = url
+        self.model = model
+        self.attempts = attempts
+
+
+class LLMHTTPError(LLMError):
+    """The server answered an error status; ``body`` is an excerpt of what it said."""
+
+    def __init__(
+        self, status: int, body: str, *, url: str = "", model: str = "", attempts: int = 0
+    ) -> None:
+        super().__init__(f"HTTP {status}: {body}", url=url, model=model, attempts=attempts)
+        self.status = status
+        self.body = body
+
+
+class LLMTimeoutError(LLMError):
+    """No first token within the first-token timeout, or the stream stalled too long."""
+
+
+class LLMConnectionError(LLMError):
+    """The connection failed (after the retries) or dropped once output had started."""
+
+
+class LLMResponseError(LLMError):
+    """The stream broke the protocol: malformed chunk, bad tool arguments, cut short."""
