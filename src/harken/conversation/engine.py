@@ -1,0 +1,477 @@
+"""The conversation engine: one inline stage per call that decides when the agent speaks.
+
+Place it after the VAD, STT and turn stages and before TTS::
+
+    transport in -> VadStage -> SttService -> TurnStage -> ConversationEngine -> TtsService -> out
+
+It follows the transition table of :mod:`harken.conversation.states` and:
+
+* **answers** each caller turn: at ``UserTurnEndFrame`` it waits for the final transcript (at
+  most ``final_timeout_s``; an empty turn goes back to listening), then runs the brain's reply
+  in one task. Text is cut into clauses (:class:`~harken.conversation.chunker.ClauseChunker`:
+  the first one short) and sent to TTS as ``LLMResponseStartFrame``, ``TextFrame`` *,
+  ``LLMResponseEndFrame`` — one utterance per reply;
+* **barges in** per :class:`BargeIn`: while the agent is thinking or speaking, caller speech
+  interrupts once it lasts ``interrupt_min_s`` (media time) or its interim transcript holds
+  ``interrupt_min_words`` words that are not backchannels; "uh-huh", "yeah", "okay" do not
+  interrupt, however long. An interruption bumps the call's generation (queued TTS audio and
+  text are discarded, work in flight is cancelled, the transport stops playback and sends
+  ``clear``), cancels the reply task, and — once the transport reports how much was played —
+  tells the brain which words were heard (TTS word timings), so the context holds only those;
+* **keeps the call alive and bounded**: a greeting at start; after ``idle_s`` of silence the
+  brain's idle prompt, and after ``idle_prompts`` of them a goodbye and a hang-up; at
+  ``max_duration_s`` a closing line and a hang-up; keypad digits gathered (until ``#`` or
+  ``dtmf_timeout_s``) and handed to the brain;
+* **ends or transfers** after the words before it are heard (``HangupFrame`` /
+  ``TransferFrame`` travel behind the reply's audio and the transport holds them until played).
+
+Each reply leaves a :class:`ReplyRecord` (``engine.replies``) with its timings: final
+transcript, first text to TTS (the engine's own overhead is ``first_text - final``), first
+audio on the wire, what was spoken and heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from harken.conversation.brain import Brain, Flush, Hangup, Heard, Piece, Say, ToolUsed, Transfer
+from harken.conversation.chunker import ClauseChunker
+from harken.conversation.policy import BargeIn, BargeInParams
+from harken.conversation.states import State, TurnMachine
+from harken.conversation.tools import ToolOutcome
+from harken.frames import (
+    AgentStartedSpeakingFrame,
+    AgentStoppedSpeakingFrame,
+    AudioFrame,
+    CancelFrame,
+    DTMFFrame,
+    EndFrame,
+    Frame,
+    HangupFrame,
+    InterruptionFrame,
+    LLMResponseEndFrame,
+    LLMResponseStartFrame,
+    PausePlaybackFrame,
+    ResumePlaybackFrame,
+    StartFrame,
+    SystemFrame,
+    TextFrame,
+    TranscriptFrame,
+    TransferFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
+    UserTurnEndFrame,
+)
+from harken.pipeline import Stage
+
+__all__ = ["ConversationEngine", "EngineSettings", "ReplyRecord"]
+
+log = logging.getLogger("harken.conversation")
+
+HeardLookup = Callable[[int, float], "str | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineSettings:
+    greeting: bool = True
+    final_timeout_s: float = 2.5
+    barge_in: BargeInParams = field(default_factory=BargeInParams)
+    idle_s: float = 8.0
+    idle_prompts: int = 2
+    idle_goodbye: str = "It seems you've stepped away. Goodbye!"
+    max_duration_s: float = 900.0
+    max_duration_message: str = "We've reached the time limit for this call. Goodbye!"
+    dtmf_timeout_s: float = 1.5
+    first_clause_words: int = 6
+    #: hold the agent's audio as soon as the caller starts speaking over it; resume if it was
+    #: a backchannel (the agent falls silent at once instead of after the barge-in threshold)
+    pause_on_speech: bool = True
+
+
+@dataclass(slots=True)
+class ReplyRecord:
+    """One agent reply: why it started, its timings (``time.perf_counter`` s) and its text."""
+
+    kind: str  # greeting | turn | dtmf | idle | limit
+    user_text: str = ""
+    t_trigger: float = 0.0  # final transcript / digits / timer
+    t_first_text: float | None = None  # first clause handed to TTS
+    t_first_audio: float | None = None  # first audio on the wire
+    spoken: str = ""
+    heard: str | None = None
+    interrupted: bool = False
+    utterance_id: int | None = None
+    tools: list[ToolOutcome] = field(default_factory=list)
+    ending: str | None = None  # hangup / transfer requested after it
+
+    @property
+    def engine_ms(self) -> float | None:
+        if self.t_first_text is None:
+            return None
+        return (self.t_first_text - self.t_trigger) * 1000
+
+
+class ConversationEngine(Stage):
+    """Turn-taking, barge-in and replies for one call (see the module docstring)."""
+
+    def __init__(
+        self,
+        brain: Brain,
+        settings: EngineSettings | None = None,
+        *,
+        heard: HeardLookup | None = None,
+        name: str = "conversation",
+    ) -> None:
+        super().__init__(name)
+        self.brain = brain
+        self.settings = s = settings or EngineSettings()
+        self.heard_lookup = heard
+        self.machine = TurnMachine()
+        self.barge = BargeIn(s.barge_in)
+        self.replies: list[ReplyRecord] = []
+        self.interruptions = 0
+        self.backchannels = 0
+        self.empty_turns = 0
+        self.idle_count = 0
+        self._reply: ReplyRecord | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._final_timer: asyncio.TimerHandle | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self._limit_timer: asyncio.TimerHandle | None = None
+        self._dtmf_timer: asyncio.TimerHandle | None = None
+        self._digits = ""
+        self._awaiting_final = False
+        self._ending = False
+        self._by_uid: dict[int, ReplyRecord] = {}
+        self._paused = False
+        self._speech_start: float | None = None  # media time, while the caller speaks
+
+    # --- state ----------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self.machine.state
+
+    # --- frames ---------------------------------------------------------------------------
+
+    def on_down(self, frame: Frame) -> None:
+        if isinstance(frame, AudioFrame):
+            if self.barge.active and self.barge.on_audio(frame.timestamp + frame.duration):
+                self._barge_in()
+            return  # the caller's audio stops here
+        if isinstance(frame, TranscriptFrame):
+            self._transcript(frame)
+            return
+        if isinstance(frame, EndFrame):
+            self._close()
+        self.push_down(frame)
+
+    def on_system(self, frame: SystemFrame) -> None:
+        if isinstance(frame, StartFrame):
+            self._start()
+        elif isinstance(frame, UserStartedSpeakingFrame):
+            self._user_started(frame.timestamp)
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            self._speech_start = None
+            if self.barge.active:
+                self.barge.on_stop()
+                self.backchannels += 1
+                self._hold(False)
+        elif isinstance(frame, UserTurnEndFrame):
+            if self.machine.fire("turn_end"):
+                self._await_final()
+        elif isinstance(frame, AgentStartedSpeakingFrame):
+            self._agent_started(frame.utterance_id)
+        elif isinstance(frame, AgentStoppedSpeakingFrame):
+            self._agent_stopped(frame)
+        elif isinstance(frame, InterruptionFrame):
+            self._paused = False
+            self._cancel_reply()
+        elif isinstance(frame, DTMFFrame):
+            self._dtmf(frame.digit)
+        elif isinstance(frame, CancelFrame):
+            self._close()
+
+    # --- caller turns ---------------------------------------------------------------------
+
+    def _user_started(self, timestamp: float) -> None:
+        self._speech_start = timestamp
+        self._cancel_timer("_idle_timer")
+        if self.machine.agent_busy and self._reply is not None:
+            self._candidate(timestamp)
+            return
+        self.machine.fire("user_start")
+
+    def _await_final(self) -> None:
+        self._awaiting_final = True
+        self._cancel_timer("_final_timer")
+        loop = asyncio.get_running_loop()
+        self._final_timer = loop.call_later(self.settings.final_timeout_s, self._final_missing)
+
+    def _final_missing(self) -> None:
+        self._final_timer = None
+        if self._awaiting_final and self._task is None:
+            self._awaiting_final = False
+            self.empty_turns += 1
+            self.machine.fire("idle_wait")
+            self._arm_idle()
+
+    def _transcript(self, frame: TranscriptFrame) -> None:
+        if not frame.final:
+            if self.barge.active and self.barge.on_words(frame.text):
+                self._barge_in()
+            return
+        text = frame.text.strip()
+        if self._awaiting_final:
+            self._awaiting_final = False
+            self._cancel_timer("_final_timer")
+            self.idle_count = 0
+            self._begin("turn", self.brain.reply(text), text)
+            return
+        if self.machine.agent_busy and self._reply is not None:
+            # a caller turn that ended while the agent went on speaking (it did not barge in)
+            if BargeIn.only_backchannel(text, self.settings.barge_in.backchannels):
+                return
+            self.interruptions += 1
+            self._interrupt()
+            self.idle_count = 0
+            self._begin("turn", self.brain.reply(text), text)
+
+    def _candidate(self, timestamp: float) -> None:
+        """Caller speech over the agent: maybe a barge-in; hold the audio meanwhile."""
+        if not self.settings.barge_in.enabled:
+            return
+        self.barge.begin(timestamp)
+        self._hold(True)
+
+    def _hold(self, pause: bool) -> None:
+        if not self.settings.pause_on_speech or pause == self._paused:
+            return
+        call = self.call
+        if call is None or call.closed:
+            return
+        self._paused = pause
+        call.system(PausePlaybackFrame() if pause else ResumePlaybackFrame())
+
+    def _barge_in(self) -> None:
+        self.barge.reset()
+        if self._reply is None or self._ending:
+            return
+        self.interruptions += 1
+        self._interrupt()
+        self.machine.fire("barge_in")
+
+    def _interrupt(self) -> None:
+        call = self.call
+        if call is not None and not call.closed:
+            call.interrupt()  # reaches _cancel_reply through on_system
+        else:
+            self._cancel_reply()
+
+    # --- keypad, idle, time limit ---------------------------------------------------------
+
+    def _dtmf(self, digit: str) -> None:
+        self._cancel_timer("_idle_timer")
+        self._cancel_timer("_dtmf_timer")
+        if digit == "#":
+            self._digits_done()
+            return
+        self._digits += digit
+        loop = asyncio.get_running_loop()
+        self._dtmf_timer = loop.call_later(self.settings.dtmf_timeout_s, self._digits_done)
+
+    def _digits_done(self) -> None:
+        self._dtmf_timer = None
+        digits, self._digits = self._digits, ""
+        if not digits or self._ending:
+            return
+        if self._reply is not None:
+            self._interrupt()
+        self._begin("dtmf", self.brain.dtmf(digits), digits)
+
+    def _arm_idle(self) -> None:
+        self._cancel_timer("_idle_timer")
+        if self._ending or self.settings.idle_s <= 0:
+            return
+        loop = asyncio.get_running_loop()
+        self._idle_timer = loop.call_later(self.settings.idle_s, self._idle)
+
+    def _idle(self) -> None:
+        self._idle_timer = None
+        if self.machine.state is not State.LISTENING or self._ending:
+            return
+        self.idle_count += 1
+        if self.idle_count > self.settings.idle_prompts:
+            self._begin("idle", _closing(self.settings.idle_goodbye, "caller idle"))
+        else:
+            self._begin("idle", self.brain.idle(self.idle_count))
+
+    def _time_limit(self) -> None:
+        self._limit_timer = None
+        if self._ending:
+            return
+        if self._reply is not None:
+            self._interrupt()
+        self._begin("limit", _closing(self.settings.max_duration_message, "time limit"))
+
+    # --- replies --------------------------------------------------------------------------
+
+    def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.settings.max_duration_s > 0:
+            self._limit_timer = loop.call_later(self.settings.max_duration_s, self._time_limit)
+        if self.settings.greeting:
+            self._begin("greeting", self.brain.greet())
+        else:
+            self.machine.fire("idle_wait")
+            self._arm_idle()
+
+    def _begin(self, kind: str, pieces: AsyncIterator[Piece], user_text: str = "") -> None:
+        if self._ending:
+            return
+        self._cancel_reply()
+        self._cancel_timer("_idle_timer")
+        self.barge.reset()
+        self._hold(False)
+        if self._speech_start is not None:  # the caller is talking: the reply may be cut
+            self._candidate(self._speech_start)
+        self.machine.fire("reply")
+        record = ReplyRecord(kind, user_text, t_trigger=time.perf_counter())
+        self._reply = record
+        self.replies.append(record)
+        del self.replies[:-64]
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(record, pieces), name="harken:reply"
+        )
+
+    async def _run(self, record: ReplyRecord, pieces: AsyncIterator[Piece]) -> None:
+        chunker = ClauseChunker(first_max_words=self.settings.first_clause_words)
+        opened = False
+        ending: HangupFrame | TransferFrame | None = None
+
+        def speak(clauses: list[str]) -> None:
+            nonlocal opened
+            for clause in clauses:
+                if not opened:
+                    opened = True
+                    record.t_first_text = time.perf_counter()
+                    self.push_down(LLMResponseStartFrame())
+                record.spoken = f"{record.spoken} {clause}".strip()
+                self.push_down(TextFrame(clause))
+
+        cancelled = False
+        try:
+            async for piece in pieces:
+                if isinstance(piece, Say):
+                    speak(chunker.push(piece.text))
+                elif isinstance(piece, Flush):
+                    speak(chunker.flush())
+                elif isinstance(piece, ToolUsed):
+                    record.tools.append(piece.outcome)
+                elif isinstance(piece, Hangup):
+                    ending = HangupFrame(reason=piece.reason)
+                elif isinstance(piece, Transfer):
+                    ending = TransferFrame(target=piece.target, reason=piece.reason)
+            speak(chunker.flush())
+        except asyncio.CancelledError:
+            cancelled = True  # a barge-in: the generation bump already discarded what was sent
+            raise
+        except Exception as exc:
+            log.exception("reply failed")
+            if self.call is not None:
+                self.call._stage_failed(self, exc)
+        finally:
+            if opened and not cancelled:
+                self.push_down(LLMResponseEndFrame())
+        if self._task is not asyncio.current_task():
+            return
+        self._task = None
+        if ending is not None:
+            record.ending = type(ending).__name__
+            self._ending = True
+            self.machine.fire("hangup")
+            self._cancel_timer("_idle_timer")
+            self._cancel_timer("_limit_timer")
+            self.push_down(ending)
+        elif not opened:  # nothing to say
+            self._reply = None
+            self.machine.fire("done")
+            self._arm_idle()
+
+    def _cancel_reply(self) -> None:
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+        record = self._reply
+        if record is not None and record.utterance_id is None:
+            # cut off before any of it was heard (the transport reports only what it announced)
+            self._reply = None
+            record.heard = ""
+            record.interrupted = True
+            self.brain.heard(Heard(record.spoken, "", True))
+
+    def _agent_started(self, utterance_id: int) -> None:
+        record = self._reply
+        if record is not None and record.utterance_id is None:
+            record.utterance_id = utterance_id
+            record.t_first_audio = time.perf_counter()
+            self._by_uid[utterance_id] = record
+            while len(self._by_uid) > 8:
+                del self._by_uid[next(iter(self._by_uid))]
+            self.machine.fire("audio")
+
+    def _agent_stopped(self, frame: AgentStoppedSpeakingFrame) -> None:
+        record = self._by_uid.pop(frame.utterance_id, None)
+        if record is None:
+            return
+        heard = record.spoken
+        if frame.interrupted:
+            looked = None
+            if self.heard_lookup is not None:
+                looked = self.heard_lookup(frame.utterance_id, frame.played_s)
+            heard = looked if looked is not None else ""
+        record.heard = heard
+        record.interrupted = frame.interrupted
+        self.brain.heard(Heard(record.spoken, heard, frame.interrupted))
+        if record is not self._reply:
+            return  # an older reply, cut off before the one now running
+        if frame.interrupted or self._task is not None:
+            if frame.interrupted:
+                self._reply = None
+            return  # the caller's turn (or the rest of this reply) goes on
+        self._reply = None
+        if self.machine.fire("done"):
+            self._arm_idle()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def _cancel_timer(self, name: str) -> None:
+        timer = getattr(self, name)
+        if timer is not None:
+            timer.cancel()
+            setattr(self, name, None)
+
+    def _close(self) -> None:
+        self.machine.fire("end")
+        for name in ("_final_timer", "_idle_timer", "_limit_timer", "_dtmf_timer"):
+            self._cancel_timer(name)
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+
+    async def teardown(self) -> None:
+        self._close()
+        with contextlib.suppress(Exception):
+            aclose = getattr(self.brain, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _closing(text: str, reason: str) -> AsyncIterator[Piece]:
+    yield Say(text)
+    yield Hangup(reason)
