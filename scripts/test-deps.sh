@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests use (real peers, not mocks). Installs only what is missing.
 set -euo pipefail
-need=()
+need=(); compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # (filled in as tests start needing real components: redis-server, sip-tester, chromium, ...)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}";

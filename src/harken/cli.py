@@ -27,6 +27,17 @@ def _add_bench(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     bench.add_argument("bench_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
 
+def _add_calls(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from harken.records.cli import add_arguments
+
+    calls = sub.add_parser(
+        "calls",
+        help="list recorded calls, or show one call's timeline",
+        description="Read the durable call records (SQLite file or PostgreSQL).",
+    )
+    add_arguments(calls)
+
+
 def _run_bench(name: str, argv: list[str]) -> int:
     module_name, summary = BENCHES[name]
     module = importlib.import_module(module_name)
@@ -83,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_serve(sub)
     _add_bench(sub)
+    _add_calls(sub)
     return parser
 
 
@@ -94,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harken.server.main import serve
 
         return serve(args)
+    if args.command == "calls":
+        from harken.records.cli import run
+
+        return run(args)
     return 2  # pragma: no cover - argparse enforces a command
 
 

@@ -13,6 +13,7 @@ The tree::
     │   └── CallClosedError      a frame was fed to a call that has already ended
     ├── TransportError           a transport could not send or receive
     ├── ToolError                an agent tool got invalid arguments or could not do its job
+    ├── RecordsError             a call-record store could not open, write or read
     └── ServiceError             a model or remote provider failed
         ├── ProviderError        a remote provider answered with an error
         └── LLMError             a chat-completions stream failed (URL, model, attempts)
@@ -41,6 +42,7 @@ __all__ = [
     "PipelineError",
     "ProtocolError",
     "ProviderError",
+    "RecordsError",
     "RemoteProtocolError",
     "ServiceError",
     "StageError",
@@ -95,6 +97,10 @@ class TransportError(HarkenError):
 
 class ToolError(HarkenError):
     """An agent tool got invalid arguments or could not do its job; the message is speakable."""
+
+
+class RecordsError(HarkenError):
+    """A call-record store (SQLite, PostgreSQL) could not open, write or read."""
 
 
 class ServiceError(HarkenError):
