@@ -83,6 +83,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     serve.add_argument(
         "--max-calls", type=int, default=None, help="calls per worker before refusing (500)"
     )
+    serve.add_argument(
+        "--agent",
+        choices=("conversation", "echo", "bench_vad"),
+        default=None,
+        help="override agent.kind (default: the config's, else the conversation agent)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

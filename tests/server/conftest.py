@@ -27,7 +27,10 @@ async def make_worker() -> AsyncIterator[object]:
     async def make(
         overrides: dict[str, dict[str, object]] | None = None, agent: object = None
     ) -> Worker:
-        data: dict[str, dict[str, object]] = {"server": {"port": 0, "media_port": 0}}
+        data: dict[str, dict[str, object]] = {
+            "server": {"port": 0, "media_port": 0},
+            "agent": {"kind": "echo"},
+        }
         for section, values in (overrides or {}).items():
             data.setdefault(section, {}).update(values)
         cfg = config_mod._build(config_mod.Config, data, "config")
@@ -86,6 +89,8 @@ def server_process() -> Iterator[object]:
                 "-m",
                 "harken.cli",
                 "serve",
+                "--agent",
+                "echo",
                 "--port",
                 str(http),
                 "--media-port",

@@ -20,4 +20,8 @@ BENCHES: dict[str, tuple[str, str]] = {
     "audio": ("harken.bench.audio", "media-plane DSP: G.711, resampling, jitter buffer, DTMF"),
     "speech": ("harken.bench.speech", "offline speech stack: VAD CPU, turn detection, STT, TTS"),
     "echo": ("harken.bench.echo", "carrier-shaped load on the server (vs pipecat): RTT, CPU, RSS"),
+    "conversation": (
+        "harken.bench.conversation",
+        "conversation engine overhead: final transcript -> first TTS request",
+    ),
 }

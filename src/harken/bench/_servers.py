@@ -144,6 +144,8 @@ def start_harken(
         "--max-calls",
         str(max_calls),
     ]
+    if scenario == "echo":
+        cmd += ["--agent", "echo"]
     if scenario == "vad":
         config = bench_dir / "harken-bench-vad.yaml"
         config.write_text("agent:\n  kind: bench_vad\n")

@@ -85,9 +85,84 @@ class CarriersConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class LLMConfig:
+    """An OpenAI-compatible chat endpoint; ``base_url`` set switches to the LLM agent."""
+
+    base_url: str = ""
+    model: str = "gpt-4o-mini"
+    api_key: str = ""  # or $HARKEN_LLM_API_KEY / $OPENAI_API_KEY
+    system_prompt: str = ""  # "" = the flow's built-in persona prompt
+    greeting: str = ""  # "" = the flow's greeting
+    temperature: float = 0.6
+    max_tokens: int = 300
+    first_token_timeout_s: float = 8.0
+    max_retries: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class SttConfig:
+    engine: str = "whisper"  # whisper | sphinx | deepgram | openai
+    base_url: str = ""
+    api_key: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TtsConfig:
+    engine: str = (
+        "auto"  # auto (piper if installed, else espeak) | piper | espeak | openai | cartesia
+    )
+    voice: str = ""
+    base_url: str = ""
+    api_key: str = ""
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class VadConfig:
+    threshold: float = 0.5
+    start_ms: float = 160.0
+    stop_ms: float = 200.0
+    min_volume_dbfs: float = -45.0
+
+
+@dataclass(frozen=True, slots=True)
+class TurnConfig:
+    model: bool = True  # Smart Turn v3.2 on each VAD stop
+    threshold: float = 0.5
+    text: str = "veto"  # off | veto | vote (see harken.speech.turn)
+    silence_ms: int = 2000  # the backstop
+
+
+@dataclass(frozen=True, slots=True)
+class BargeInConfig:
+    enabled: bool = True
+    min_ms: int = 500  # caller speech this long over the agent interrupts...
+    min_words: int = 2  # ...or this many words that are not backchannels
+
+
+@dataclass(frozen=True, slots=True)
+class IdleConfig:
+    after_s: float = 8.0  # caller silence before a prompt (0 = never)
+    prompts: int = 2  # idle prompts before the agent says goodbye and hangs up
+    goodbye: str = "It seems you've stepped away. Goodbye!"
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
-    kind: str = "echo"
+    kind: str = "conversation"  # conversation | echo | bench_vad
     utterance_ms: int = 1000  # echo: audio is grouped into utterances of this length
+    flow: str = "restaurant"  # a built-in flow's name, or the path of a flow YAML file
+    greeting: bool = True
+    max_duration_s: float = 900.0
+    transfer_targets: list[str] = field(default_factory=list)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    stt: SttConfig = field(default_factory=SttConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    vad: VadConfig = field(default_factory=VadConfig)
+    turn: TurnConfig = field(default_factory=TurnConfig)
+    barge_in: BargeInConfig = field(default_factory=BargeInConfig)
+    idle: IdleConfig = field(default_factory=IdleConfig)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +183,9 @@ class Config:
     playback: PlaybackConfig = field(default_factory=PlaybackConfig)
 
 
-AGENT_KINDS = ("echo", "bench_vad")
+AGENT_KINDS = ("conversation", "echo", "bench_vad")
+STT_ENGINES = ("whisper", "sphinx", "deepgram", "openai")
+TTS_ENGINES = ("auto", "piper", "espeak", "openai", "cartesia")
 
 
 def _build(cls: type[T], data: Any, where: str) -> T:
@@ -173,8 +250,23 @@ def validate(config: Config) -> Config:
         raise ConfigError("server.port and server.media_port must differ")
     if s.workers < 1 or s.max_calls < 1:
         raise ConfigError("server.workers and server.max_calls must be at least 1")
-    if config.agent.kind not in AGENT_KINDS:
-        raise ConfigError(f"agent.kind {config.agent.kind!r} unknown; choose from {AGENT_KINDS}")
+    a = config.agent
+    if a.kind not in AGENT_KINDS:
+        raise ConfigError(f"agent.kind {a.kind!r} unknown; choose from {AGENT_KINDS}")
+    if a.stt.engine not in STT_ENGINES:
+        raise ConfigError(f"agent.stt.engine {a.stt.engine!r} unknown; choose from {STT_ENGINES}")
+    if a.tts.engine not in TTS_ENGINES:
+        raise ConfigError(f"agent.tts.engine {a.tts.engine!r} unknown; choose from {TTS_ENGINES}")
+    if a.turn.text not in ("off", "veto", "vote"):
+        raise ConfigError(f"agent.turn.text {a.turn.text!r} unknown; choose off, veto or vote")
+    if a.barge_in.min_ms < 0 or a.barge_in.min_words < 1:
+        raise ConfigError("agent.barge_in: min_ms must be >= 0 and min_words >= 1")
+    if a.idle.after_s < 0 or a.idle.prompts < 0 or a.max_duration_s < 0:
+        raise ConfigError("agent.idle.after_s, agent.idle.prompts, agent.max_duration_s: >= 0")
+    if not all(isinstance(t, str) and t for t in a.transfer_targets):
+        raise ConfigError("agent.transfer_targets: a list of non-empty strings")
+    if a.llm.base_url and not a.llm.base_url.startswith(("http://", "https://")):
+        raise ConfigError(f"agent.llm.base_url must be an http(s) URL, got {a.llm.base_url!r}")
     p = config.playback
     if p.lead_ms < 20 or p.lead_ms > 100:
         raise ConfigError("playback.lead_ms must be between 20 and 100 (one to five frames)")

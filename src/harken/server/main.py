@@ -34,7 +34,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     max_calls = getattr(args, "max_calls", None)
     if max_calls is not None:
         server["max_calls"] = max_calls
-    return {"server": server}
+    out: dict[str, dict[str, object]] = {"server": server}
+    agent = getattr(args, "agent", None)
+    if agent is not None:
+        out["agent"] = {"kind": agent}
+    return out
 
 
 def _worker_entry(config: Config, reuse_port: bool) -> None:  # pragma: no cover - subprocess

@@ -33,6 +33,10 @@ log = logging.getLogger("harken.server")
 
 def agent_factory(config: Config) -> AgentFactory:
     """The agent stages for each call, from the config."""
+    if config.agent.kind == "conversation":  # the embedded default
+        from harken.agent.conversation import ConversationAgent
+
+        return ConversationAgent(config.agent)
     if config.agent.kind == "bench_vad":  # the echo bench's VAD + turn agent
         from harken.bench.agents import bench_vad_agent
 
@@ -99,6 +103,7 @@ class Worker:
             playback=self._playback,
             stream_secret=self.config.security.stream_secret,
             hangup=self._hangups.for_carrier(carrier),
+            transfer=self._hangups.transfer_for_carrier(carrier),
         )
 
     async def start(self) -> None:
@@ -106,6 +111,9 @@ class Worker:
         warm = agent_warm_up(self.config)
         if warm is not None:  # off the loop, before listening: the first call finds models warm
             await asyncio.get_running_loop().run_in_executor(None, warm)
+        agent_warm = getattr(self._agent, "warm_up", None)
+        if agent_warm is not None:  # an agent object that loads its own models (async)
+            await agent_warm()
         self._media = await start_media_server(
             s.host, s.media_port, self.manager, self.make_session, reuse_port=self.reuse_port
         )
