@@ -32,10 +32,9 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-import yaml
-
+from harken import yamlconf
 from harken.errors import ConfigError
 
 T = TypeVar("T")
@@ -101,7 +100,7 @@ class LLMConfig:
 
 @dataclass(frozen=True, slots=True)
 class SttConfig:
-    engine: str = "whisper"  # whisper | sphinx | deepgram | openai
+    engine: Literal["whisper", "sphinx", "deepgram", "openai"] = "whisper"
     base_url: str = ""
     api_key: str = ""
     model: str = ""
@@ -109,9 +108,8 @@ class SttConfig:
 
 @dataclass(frozen=True, slots=True)
 class TtsConfig:
-    engine: str = (
-        "auto"  # auto (piper if installed, else espeak) | piper | espeak | openai | cartesia
-    )
+    #: auto = Piper if installed, else espeak-ng
+    engine: Literal["auto", "piper", "espeak", "openai", "cartesia"] = "auto"
     voice: str = ""
     base_url: str = ""
     api_key: str = ""
@@ -130,7 +128,7 @@ class VadConfig:
 class TurnConfig:
     model: bool = True  # Smart Turn v3.2 on each VAD stop
     threshold: float = 0.5
-    text: str = "veto"  # off | veto | vote (see harken.speech.turn)
+    text: Literal["off", "veto", "vote"] = "veto"  # see harken.speech.turn
     silence_ms: int = 2000  # the backstop
 
 
@@ -150,7 +148,7 @@ class IdleConfig:
 
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
-    kind: str = "conversation"  # conversation | echo | bench_vad
+    kind: Literal["conversation", "echo", "bench_vad"] = "conversation"
     utterance_ms: int = 1000  # echo: audio is grouped into utterances of this length
     flow: str = "restaurant"  # a built-in flow's name, or the path of a flow YAML file
     greeting: bool = True
@@ -171,7 +169,8 @@ class PlaybackConfig:
     mark_interval_ms: int = 100
     deadman_margin_ms: int = 1000
     silence_tail_ms: int = 200
-    strategy: str = ""  # "" = the carrier's natural one (mark where supported, else silence)
+    #: "" = the carrier's natural one (mark where supported, else silence)
+    strategy: Literal["", "mark", "drained", "silence"] = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,55 +241,77 @@ def _env_overrides(config: Config) -> Config:
     )
 
 
+class _Invalid(ConfigError):
+    """A cross-field check failed at ``path`` (located in the file by :func:`load`)."""
+
+    def __init__(self, path: tuple[str, ...], message: str) -> None:
+        super().__init__(f"{'.'.join(path)}: {message}")
+        self.path = path
+
+
 def validate(config: Config) -> Config:
+    """Checks no single field's type can express; raises ConfigError naming the field."""
     s = config.server
-    if not 0 <= s.port <= 65535 or not 0 <= s.media_port <= 65535:
-        raise ConfigError("server.port and server.media_port must be 0-65535")
+    if not 0 <= s.port <= 65535:
+        raise _Invalid(("server", "port"), "must be 0-65535")
+    if not 0 <= s.media_port <= 65535:
+        raise _Invalid(("server", "media_port"), "must be 0-65535")
     if s.port and s.port == s.media_port:
-        raise ConfigError("server.port and server.media_port must differ")
+        raise _Invalid(("server", "media_port"), "server.port and server.media_port must differ")
     if s.workers < 1 or s.max_calls < 1:
-        raise ConfigError("server.workers and server.max_calls must be at least 1")
+        raise _Invalid(("server",), "server.workers and server.max_calls must be at least 1")
     a = config.agent
     if a.kind not in AGENT_KINDS:
-        raise ConfigError(f"agent.kind {a.kind!r} unknown; choose from {AGENT_KINDS}")
+        raise _Invalid(("agent", "kind"), f"{a.kind!r} unknown; choose from {AGENT_KINDS}")
     if a.stt.engine not in STT_ENGINES:
-        raise ConfigError(f"agent.stt.engine {a.stt.engine!r} unknown; choose from {STT_ENGINES}")
+        raise _Invalid(("agent", "stt", "engine"), f"choose from {STT_ENGINES}")
     if a.tts.engine not in TTS_ENGINES:
-        raise ConfigError(f"agent.tts.engine {a.tts.engine!r} unknown; choose from {TTS_ENGINES}")
+        raise _Invalid(("agent", "tts", "engine"), f"choose from {TTS_ENGINES}")
     if a.turn.text not in ("off", "veto", "vote"):
-        raise ConfigError(f"agent.turn.text {a.turn.text!r} unknown; choose off, veto or vote")
-    if a.barge_in.min_ms < 0 or a.barge_in.min_words < 1:
-        raise ConfigError("agent.barge_in: min_ms must be >= 0 and min_words >= 1")
-    if a.idle.after_s < 0 or a.idle.prompts < 0 or a.max_duration_s < 0:
-        raise ConfigError("agent.idle.after_s, agent.idle.prompts, agent.max_duration_s: >= 0")
+        raise _Invalid(("agent", "turn", "text"), "choose off, veto or vote")
+    if a.barge_in.min_ms < 0:
+        raise _Invalid(("agent", "barge_in", "min_ms"), "must be >= 0")
+    if a.barge_in.min_words < 1:
+        raise _Invalid(("agent", "barge_in", "min_words"), "must be >= 1")
+    if a.idle.after_s < 0 or a.idle.prompts < 0:
+        raise _Invalid(("agent", "idle"), "after_s and prompts must be >= 0")
+    if a.max_duration_s < 0:
+        raise _Invalid(("agent", "max_duration_s"), "must be >= 0")
     if not all(isinstance(t, str) and t for t in a.transfer_targets):
-        raise ConfigError("agent.transfer_targets: a list of non-empty strings")
+        raise _Invalid(("agent", "transfer_targets"), "a list of non-empty strings")
     if a.llm.base_url and not a.llm.base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"agent.llm.base_url must be an http(s) URL, got {a.llm.base_url!r}")
+        raise _Invalid(("agent", "llm", "base_url"), f"must be an http(s) URL: {a.llm.base_url!r}")
     p = config.playback
     if p.lead_ms < 20 or p.lead_ms > 100:
-        raise ConfigError("playback.lead_ms must be between 20 and 100 (one to five frames)")
+        raise _Invalid(
+            ("playback", "lead_ms"), "playback.lead_ms must be between 20 and 100 (1-5 frames)"
+        )
     if p.strategy not in ("", "mark", "drained", "silence"):
-        raise ConfigError(f"playback.strategy {p.strategy!r} unknown")
+        raise _Invalid(("playback", "strategy"), f"playback.strategy {p.strategy!r} unknown")
     return config
 
 
 def load(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
     """Read ``path`` (YAML; None for defaults), apply ``overrides`` ({"server": {...}}) and the
-    environment, and validate."""
-    data: dict[str, Any] = {}
+    environment, and validate. Every mistake names the file, line, column and field::
+
+        agent.yaml:14:12: agent.turn.silence_ms: expected an integer, got 'fast'
+    """
+    located: yamlconf.Located | None = None
+    config = Config()
     if path is not None:
-        try:
-            raw = yaml.safe_load(Path(path).read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML: {exc}") from exc
-        if raw is not None and not isinstance(raw, dict):
-            raise ConfigError(f"config {path}: the top level must be a mapping")
-        data = raw or {}
+        located = yamlconf.load_yaml(Path(path))
+        if located.data is not None:
+            config = yamlconf.build_dataclass(Config, located)
     for section, values in (overrides or {}).items():
-        merged = dict(data.get(section) or {})
-        merged.update({k: v for k, v in values.items() if v is not None})
-        data[section] = merged
-    return validate(_env_overrides(_build(Config, data, "config")))
+        given = {k: v for k, v in values.items() if v is not None}
+        if given:
+            part = getattr(config, section)
+            _build(type(part), given, f"override {section}")  # type-checks the given keys
+            config = dataclasses.replace(config, **{section: dataclasses.replace(part, **given)})
+    try:
+        return validate(_env_overrides(config))
+    except _Invalid as exc:
+        if located is None:
+            raise
+        raise ConfigError(f"{located.where(exc.path)}: {exc}") from None
