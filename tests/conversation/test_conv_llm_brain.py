@@ -28,7 +28,7 @@ from harken.frames import (
 )
 from harken.llm import LLMClient
 from harken.pipeline import Call, Pipeline
-from harken.testing.llm_server import FakeLLMServer, Reply, Stall, Token
+from harken.testing.llm_server import FakeLLMServer, Reply, Stall, Token, last_user_text
 from harken.testing.llm_server import Tool as ToolStep
 from harken.testing.stages import Recorder
 
@@ -231,5 +231,62 @@ async def test_resumed_turn_merges_into_one_user_message() -> None:
         await ended(srv, 1)
         users = [m["content"] for m in srv.requests[1]["messages"] if m["role"] == "user"]
         assert users == ["I want a table for four people"]
+        call.cancel()
+        await brain.client.close()
+
+
+async def preemptive_setup(
+    srv: FakeLLMServer,
+) -> tuple[Call, ConversationEngine, Recorder, LLMBrain]:
+    client = LLMClient(srv.url, "test-model", max_retries=0)
+    brain = LLMBrain(client, toolbox(), ToolContext("c2"), greeting="Hi.")
+    settings = EngineSettings(idle_s=0, preemptive=True)
+    engine = ConversationEngine(brain, settings)
+    rec = Recorder()
+    call = Call(Pipeline([engine, rec]), call_id="c2")
+    await call.start(StartFrame(call_id="c2"))
+    await settle()
+    finish_playback(call, 1)
+    return call, engine, rec, brain
+
+
+async def test_preemptive_generation_is_used_when_the_final_matches() -> None:
+    async with FakeLLMServer() as srv:
+        srv.responder = lambda body: Reply.text(
+            f"Heard {last_user_text(body)}", initial_delay_s=0.1
+        )
+        call, engine, rec, brain = await preemptive_setup(srv)
+        call.system(UserStartedSpeakingFrame(timestamp=1.0))
+        call.feed(TranscriptFrame("a table for four", final=False))
+        call.system(UserStoppedSpeakingFrame(timestamp=2.0))
+        await settle(0.05)  # the request is already out while the turn detector decides
+        assert len(srv.exchanges) == 1
+        call.system(UserTurnEndFrame(speech_end=2.0, reason="model"))
+        call.feed(TranscriptFrame("A table for four.", final=True))
+        await ended(srv, 0)
+        await settle(0.1)
+        assert engine.preemptive == {"started": 1, "used": 1, "wasted": 0}
+        assert len(srv.requests) == 1 and "Heard a table for four" in spoken(rec)
+        users = [m["content"] for m in brain.context.messages if m["role"] == "user"]
+        assert users == ["A table for four."]
+        call.cancel()
+        await brain.client.close()
+
+
+async def test_preemptive_generation_is_wasted_and_counted_when_the_final_differs() -> None:
+    async with FakeLLMServer() as srv:
+        srv.responder = lambda body: Reply.text(f"Heard {last_user_text(body)}")
+        call, engine, rec, brain = await preemptive_setup(srv)
+        call.system(UserStartedSpeakingFrame(timestamp=1.0))
+        call.feed(TranscriptFrame("a table for", final=False))
+        call.system(UserStoppedSpeakingFrame(timestamp=2.0))
+        call.system(UserTurnEndFrame(speech_end=2.0, reason="model"))
+        call.feed(TranscriptFrame("A table for six.", final=True))
+        async with asyncio.timeout(5):
+            while "six" not in spoken(rec):
+                await asyncio.sleep(0.02)
+        assert engine.preemptive == {"started": 1, "used": 0, "wasted": 1}
+        assert "Heard A table for six." in spoken(rec)
+        assert "Heard a table for " not in spoken(rec).replace("six", "")
         call.cancel()
         await brain.client.close()

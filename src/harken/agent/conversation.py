@@ -107,6 +107,7 @@ class ConversationAgent:
             idle_prompts=config.idle.prompts,
             idle_goodbye=config.idle.goodbye,
             max_duration_s=config.max_duration_s,
+            preemptive=config.preemptive,
         )
 
     async def warm_up(self) -> None:

@@ -38,6 +38,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from harken.conversation.brain import Brain, Flush, Hangup, Heard, Piece, Say, ToolUsed, Transfer
 from harken.conversation.chunker import ClauseChunker
@@ -91,6 +92,9 @@ class EngineSettings:
     #: hold the agent's audio as soon as the caller starts speaking over it; resume if it was
     #: a backchannel (the agent falls silent at once instead of after the barge-in threshold)
     pause_on_speech: bool = True
+    #: start the brain on the last interim transcript when the caller stops speaking (brains
+    #: with ``prepare``: the LLM agent); used if the final says the same words, else wasted
+    preemptive: bool = False
 
 
 @dataclass(slots=True)
@@ -149,6 +153,10 @@ class ConversationEngine(Stage):
         self._ending = False
         self._by_uid: dict[int, ReplyRecord] = {}
         self._paused = False
+        self._interim = ""
+        self._prepared: Any = None
+        #: preemptive generation: started, used (the final matched), wasted (it did not)
+        self.preemptive = {"started": 0, "used": 0, "wasted": 0}
         self._speech_start: float | None = None  # media time, while the caller speaks
 
     # --- state ----------------------------------------------------------------------------
@@ -178,6 +186,7 @@ class ConversationEngine(Stage):
             self._user_started(frame.timestamp)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self._speech_start = None
+            self._prepare()
             if self.barge.active:
                 self.barge.on_stop()
                 self.backchannels += 1
@@ -201,6 +210,7 @@ class ConversationEngine(Stage):
 
     def _user_started(self, timestamp: float) -> None:
         self._speech_start = timestamp
+        self._drop_prepared()
         self._cancel_timer("_idle_timer")
         if self.machine.agent_busy and self._reply is not None:
             self._candidate(timestamp)
@@ -223,14 +233,27 @@ class ConversationEngine(Stage):
 
     def _transcript(self, frame: TranscriptFrame) -> None:
         if not frame.final:
+            self._interim = frame.text
             if self.barge.active and self.barge.on_words(frame.text):
                 self._barge_in()
             return
         text = frame.text.strip()
+        self._interim = ""
         if self._awaiting_final:
             self._awaiting_final = False
             self._cancel_timer("_final_timer")
             self.idle_count = 0
+            prepared, self._prepared = self._prepared, None
+            if prepared is not None:
+                from harken.conversation.llm_brain import same_words
+
+                if same_words(prepared.text, text):
+                    self.preemptive["used"] += 1
+                    reply = self.brain.reply(text, prepared=prepared)  # type: ignore[call-arg]
+                    self._begin("turn", reply, text)
+                    return
+                prepared.cancel()
+                self.preemptive["wasted"] += 1
             self._begin("turn", self.brain.reply(text), text)
             return
         if self.machine.agent_busy and self._reply is not None:
@@ -257,6 +280,27 @@ class ConversationEngine(Stage):
             return
         self._paused = pause
         call.system(PausePlaybackFrame() if pause else ResumePlaybackFrame())
+
+    def _prepare(self) -> None:
+        """Preemptive generation on the caller's stop (see ``EngineSettings.preemptive``)."""
+        prepare = getattr(self.brain, "prepare", None)
+        text = self._interim.strip()
+        if (
+            not self.settings.preemptive
+            or prepare is None
+            or not text
+            or self.machine.state is not State.USER_SPEAKING
+        ):
+            return
+        self._drop_prepared()
+        self._prepared = prepare(text)
+        self.preemptive["started"] += 1
+
+    def _drop_prepared(self) -> None:
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None:
+            prepared.cancel()
+            self.preemptive["wasted"] += 1
 
     def _barge_in(self) -> None:
         self.barge.reset()
@@ -458,6 +502,7 @@ class ConversationEngine(Stage):
 
     def _close(self) -> None:
         self.machine.fire("end")
+        self._drop_prepared()
         for name in ("_final_timer", "_idle_timer", "_limit_timer", "_dtmf_timer"):
             self._cancel_timer(name)
         task, self._task = self._task, None

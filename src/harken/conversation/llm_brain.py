@@ -27,9 +27,9 @@ from harken.conversation.brain import Flush, Hangup, Heard, Piece, Say, ToolUsed
 from harken.conversation.context import ChatContext, ReplyMessages
 from harken.conversation.tools import ToolBox, ToolContext
 from harken.errors import HarkenError
-from harken.llm import Finish, LLMClient, TextDelta, ToolCall
+from harken.llm import Finish, LLMClient, LLMEvent, TextDelta, ToolCall
 
-__all__ = ["LLMBrain"]
+__all__ = ["LLMBrain", "Prepared", "same_words"]
 
 log = logging.getLogger("harken.conversation")
 
@@ -84,9 +84,22 @@ class LLMBrain:
             )
             yield Say(self.greeting)
 
-    def reply(self, text: str) -> AsyncIterator[Piece]:
+    def reply(self, text: str, prepared: Prepared | None = None) -> AsyncIterator[Piece]:
+        """Answer ``text``; ``prepared`` (from :meth:`prepare` on the same text, with the
+        context unchanged since) supplies the first model round already under way."""
+        if prepared is not None and not prepared.matches(self.context, text):
+            prepared.cancel()
+            prepared = None
         self.context.add_user(text)
-        return self._generate()
+        return self._generate(prepared)
+
+    def prepare(self, text: str) -> Prepared:
+        """Start the model on a stable partial transcript before the turn is over (preemptive
+        generation); nothing is spoken or added to the context until :meth:`reply` uses it."""
+        messages = [*self.context.for_llm(), {"role": "user", "content": text}]
+        return Prepared(
+            text, len(self.context.messages), self.client.stream(messages, tools=self._schemas())
+        )
 
     def dtmf(self, digits: str) -> AsyncIterator[Piece]:
         self.context.add_user(f"[the caller pressed the keypad: {digits}]")
@@ -102,15 +115,22 @@ class LLMBrain:
         if result.interrupted and self.last is not None:
             self.context.truncate_reply(self.last, result.heard)
 
-    async def _generate(self) -> AsyncIterator[Piece]:
+    def _schemas(self) -> list[dict[str, Any]] | None:
+        return self.tools.schemas() or None
+
+    async def _generate(self, prepared: Prepared | None = None) -> AsyncIterator[Piece]:
         reply = self.last = ReplyMessages()
-        schemas = self.tools.schemas() or None
+        schemas = self._schemas()
         for _ in range(self.max_tool_rounds + 1):
             text: list[str] = []
             calls: list[ToolCall] = []
             recorded = False
+            if prepared is not None:
+                source, prepared = prepared.events(), None
+            else:
+                source = self.client.stream(self.context.for_llm(), tools=schemas)
             try:
-                async for event in self.client.stream(self.context.for_llm(), tools=schemas):
+                async for event in source:
                     if isinstance(event, TextDelta):
                         text.append(event.text)
                         yield Say(event.text)
@@ -178,3 +198,55 @@ class LLMBrain:
             return
         reply.indices.append(self.context.add_assistant(text, wire or None))
         reply.spoken = f"{reply.spoken} {text}".strip()
+
+
+class Prepared:
+    """A model round started ahead of the final transcript; its events are buffered until
+    :meth:`LLMBrain.reply` takes them (or it is cancelled: a wasted request)."""
+
+    __slots__ = ("_queue", "_task", "context_len", "text")
+
+    def __init__(self, text: str, context_len: int, stream: AsyncIterator[LLMEvent]) -> None:
+        self.text = text
+        self.context_len = context_len
+        self._queue: asyncio.Queue[LLMEvent | BaseException | None] = asyncio.Queue()
+        self._task = asyncio.get_running_loop().create_task(self._pull(stream))
+
+    async def _pull(self, stream: AsyncIterator[LLMEvent]) -> None:
+        try:
+            async for event in stream:
+                self._queue.put_nowait(event)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
+            self._queue.put_nowait(exc)
+            return
+        self._queue.put_nowait(None)
+
+    def matches(self, context: ChatContext, text: str) -> bool:
+        return len(context.messages) == self.context_len and same_words(self.text, text)
+
+    async def events(self) -> AsyncIterator[LLMEvent]:
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.cancel()
+
+    def cancel(self) -> None:
+        if not self._task.done():
+            self._task.cancel()
+
+
+def same_words(a: str, b: str) -> bool:
+    """Two transcripts say the same words (case and punctuation aside)."""
+    return _norm(a) == _norm(b)
+
+
+def _norm(text: str) -> list[str]:
+    return [w.strip(".,!?;:\"'").lower() for w in text.split() if w.strip(".,!?;:\"'")]

@@ -152,6 +152,7 @@ class AgentConfig:
     utterance_ms: int = 1000  # echo: audio is grouped into utterances of this length
     flow: str = "restaurant"  # a built-in flow's name, or the path of a flow YAML file
     greeting: bool = True
+    preemptive: bool = False  # LLM agent: start on the stable partial when the caller stops
     max_duration_s: float = 900.0
     transfer_targets: list[str] = field(default_factory=list)
     llm: LLMConfig = field(default_factory=LLMConfig)
