@@ -151,7 +151,7 @@ class ConversationAgent:
             TurnParams(
                 model=c.turn.model,
                 threshold=c.turn.threshold,
-                text=c.turn.text,  # type: ignore[arg-type]
+                text=c.turn.text,
                 silence_s=c.turn.silence_ms / 1000,
             )
         )
