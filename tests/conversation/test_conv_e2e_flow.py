@@ -65,3 +65,19 @@ async def test_demo_booking_completes_and_agent_hangs_up(conversation_worker: Ma
     assert any(result["code"] in r.spoken for r in engine.replies)
     assert "goodbye" in engine.replies[-1].spoken.lower()
     assert engine.replies[-1].ending == "HangupFrame"
+
+
+async def test_caller_silence_gets_a_prompt_then_a_polite_hang_up(
+    conversation_worker: MakeWorker,
+) -> None:
+    worker = await conversation_worker(
+        {"tts": {"engine": "espeak"}, "idle": {"after_s": 1.0, "prompts": 1}}
+    )
+    async with connect(worker) as em:
+        await agent_quiet(em, quiet_s=0.3)  # the greeting
+        engine = engine_of(worker)
+        await em.wait_closed(20)  # nobody speaks: one prompt, then goodbye and hang-up
+    kinds = [r.kind for r in engine.replies]
+    assert kinds == ["greeting", "idle", "idle"]
+    assert "goodbye" in engine.replies[-1].spoken.lower()
+    assert engine.replies[-1].ending == "HangupFrame"
