@@ -98,6 +98,7 @@ class SttService(ServiceStage):
         "interims",
         "language",
         "max_buffer_s",
+        "pass_audio",
         "preroll_s",
         "step_s",
     )
@@ -113,6 +114,7 @@ class SttService(ServiceStage):
         interim: bool = True,
         language: str | None = None,
         force_prefix: bool = False,
+        pass_audio: bool = False,
     ) -> None:
         super().__init__(name)
         if not isinstance(engine, SttEngine | StreamingSttEngine):
@@ -124,6 +126,9 @@ class SttService(ServiceStage):
         self.interim = interim
         self.language = language
         self.force_prefix = force_prefix
+        #: also pass the caller's audio on downstream (for a turn stage placed after STT, so
+        #: it hears the audio *and* sees the transcripts); inline, never through the lane
+        self.pass_audio = pass_audio
         self._resampler: Resampler | None = None
         self._preroll: deque[bytes] = deque()
         self._preroll_bytes = 0
@@ -163,6 +168,8 @@ class SttService(ServiceStage):
         def entry(frame: Frame) -> None:
             if frame.is_audio:
                 on_audio(frame)  # type: ignore[arg-type]
+                if self.pass_audio:
+                    self._next_down(frame)
             else:
                 lane_put(frame)
 
