@@ -18,10 +18,11 @@ MakeWorker = Callable[..., Any]
 async def conversation_worker() -> AsyncIterator[MakeWorker]:
     workers: list[Worker] = []
 
-    async def make(agent: dict[str, Any]) -> Worker:
+    async def make(agent: dict[str, Any], records: dict[str, Any] | None = None) -> Worker:
         data: dict[str, Any] = {
             "server": {"port": 0, "media_port": 0},
             "agent": {"kind": "conversation", **agent},
+            "records": records or {"enabled": False},
         }
         cfg = config_mod.validate(config_mod._build(config_mod.Config, data, "config"))
         worker = Worker(cfg)

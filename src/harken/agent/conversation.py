@@ -26,6 +26,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harken.agent.observe import CallObserver
 from harken.conversation import (
     BargeInParams,
     ConversationEngine,
@@ -44,6 +45,7 @@ from harken.server.config import AgentConfig
 if TYPE_CHECKING:
     from harken.agent.flow import FlowAgent
     from harken.llm import LLMClient
+    from harken.records import CallRecorder
     from harken.speech.stt.base import StreamingSttEngine, SttEngine
     from harken.speech.tts.base import TtsEngine
 
@@ -94,6 +96,8 @@ class ConversationAgent:
         if missing:
             raise ConfigError(f"agent.flow uses tools that do not exist: {missing}")
         self.llm: LLMClient | None = _llm_client(config) if config.llm.base_url else None
+        #: set by the worker once its call-record store is open (None: no records)
+        self.recorder: CallRecorder | None = None
         self.stt: SttEngine | StreamingSttEngine = _stt_engine(config)
         self.tts: TtsEngine = _tts_engine(config)
         self.settings = EngineSettings(
@@ -156,7 +160,25 @@ class ConversationAgent:
             )
         )
         tts = TtsService(self.tts, sample_rate=rate_out)
-        engine = ConversationEngine(self.brain(ctx), self.settings, heard=tts.heard_text)
+
+        def tts_delay(uid: int) -> float | None:
+            rec = tts.record(uid)
+            return None if rec is None else rec.first_audio_s
+
+        numbers = {"from": info.from_number or "", "to": info.to_number or ""}
+        observer = CallObserver(
+            self.recorder,
+            ctx.call_id,
+            agent="llm" if self.llm is not None else f"flow:{self.flow.name}",
+            info={**numbers, **info.custom_parameters},
+        )
+        engine = ConversationEngine(
+            self.brain(ctx),
+            self.settings,
+            heard=tts.heard_text,
+            tts_delay=tts_delay,
+            hooks=observer,
+        )
         return [vad, stt, turn, engine, tts]
 
 

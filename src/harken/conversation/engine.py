@@ -43,8 +43,8 @@ from typing import Any
 from harken.conversation.brain import Brain, Flush, Hangup, Heard, Piece, Say, ToolUsed, Transfer
 from harken.conversation.chunker import ClauseChunker
 from harken.conversation.policy import BargeIn, BargeInParams
+from harken.conversation.record import NO_HOOKS, EngineHooks, ReplyRecord
 from harken.conversation.states import State, TurnMachine
-from harken.conversation.tools import ToolOutcome
 from harken.frames import (
     AgentStartedSpeakingFrame,
     AgentStoppedSpeakingFrame,
@@ -97,29 +97,6 @@ class EngineSettings:
     preemptive: bool = False
 
 
-@dataclass(slots=True)
-class ReplyRecord:
-    """One agent reply: why it started, its timings (``time.perf_counter`` s) and its text."""
-
-    kind: str  # greeting | turn | dtmf | idle | limit
-    user_text: str = ""
-    t_trigger: float = 0.0  # final transcript / digits / timer
-    t_first_text: float | None = None  # first clause handed to TTS
-    t_first_audio: float | None = None  # first audio on the wire
-    spoken: str = ""
-    heard: str | None = None
-    interrupted: bool = False
-    utterance_id: int | None = None
-    tools: list[ToolOutcome] = field(default_factory=list)
-    ending: str | None = None  # hangup / transfer requested after it
-
-    @property
-    def engine_ms(self) -> float | None:
-        if self.t_first_text is None:
-            return None
-        return (self.t_first_text - self.t_trigger) * 1000
-
-
 class ConversationEngine(Stage):
     """Turn-taking, barge-in and replies for one call (see the module docstring)."""
 
@@ -129,12 +106,23 @@ class ConversationEngine(Stage):
         settings: EngineSettings | None = None,
         *,
         heard: HeardLookup | None = None,
+        tts_delay: Callable[[int], float | None] | None = None,
+        hooks: EngineHooks = NO_HOOKS,
         name: str = "conversation",
     ) -> None:
         super().__init__(name)
         self.brain = brain
         self.settings = s = settings or EngineSettings()
         self.heard_lookup = heard
+        self.tts_delay = tts_delay  # utterance id -> seconds from its first clause to audio
+        self.hooks = hooks
+        self.t0 = 0.0  # perf_counter at the call's start
+        self._t_speech_end: float | None = None
+        self._t_endpoint: float | None = None
+        self._endpoint_rule = ""
+        self._t_onset: float | None = None
+        self._t_held: float | None = None
+        self._close_reason = ""
         self.machine = TurnMachine()
         self.barge = BargeIn(s.barge_in)
         self.replies: list[ReplyRecord] = []
@@ -176,23 +164,28 @@ class ConversationEngine(Stage):
             self._transcript(frame)
             return
         if isinstance(frame, EndFrame):
+            self._close_reason = self._close_reason or frame.reason
             self._close()
         self.push_down(frame)
 
     def on_system(self, frame: SystemFrame) -> None:
         if isinstance(frame, StartFrame):
-            self._start()
+            self._start(frame.metadata)
         elif isinstance(frame, UserStartedSpeakingFrame):
             self._user_started(frame.timestamp)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self._speech_start = None
+            self._t_speech_end = time.perf_counter()
             self._prepare()
             if self.barge.active:
                 self.barge.on_stop()
                 self.backchannels += 1
+                self.hooks.event("backchannel", {"held": self._paused})
                 self._hold(False)
         elif isinstance(frame, UserTurnEndFrame):
             if self.machine.fire("turn_end"):
+                self._t_endpoint = time.perf_counter()
+                self._endpoint_rule = frame.reason
                 self._await_final()
         elif isinstance(frame, AgentStartedSpeakingFrame):
             self._agent_started(frame.utterance_id)
@@ -204,6 +197,7 @@ class ConversationEngine(Stage):
         elif isinstance(frame, DTMFFrame):
             self._dtmf(frame.digit)
         elif isinstance(frame, CancelFrame):
+            self._close_reason = self._close_reason or frame.reason
             self._close()
 
     # --- caller turns ---------------------------------------------------------------------
@@ -270,6 +264,8 @@ class ConversationEngine(Stage):
         if not self.settings.barge_in.enabled:
             return
         self.barge.begin(timestamp)
+        self._t_onset = time.perf_counter()
+        self._t_held = None
         self._hold(True)
 
     def _hold(self, pause: bool) -> None:
@@ -279,6 +275,8 @@ class ConversationEngine(Stage):
         if call is None or call.closed:
             return
         self._paused = pause
+        if pause:
+            self._t_held = time.perf_counter()
         call.system(PausePlaybackFrame() if pause else ResumePlaybackFrame())
 
     def _prepare(self) -> None:
@@ -306,6 +304,10 @@ class ConversationEngine(Stage):
         self.barge.reset()
         if self._reply is None or self._ending:
             return
+        record = self._reply
+        record.t_bargein_onset = self._t_onset
+        record.t_bargein_stopped = self._t_held or time.perf_counter()
+        self.hooks.event("barge_in", {"stop_ms": record.timeline_ms(0.0)["bargein_stop_ms"]})
         self.interruptions += 1
         self._interrupt()
         self.machine.fire("barge_in")
@@ -365,7 +367,9 @@ class ConversationEngine(Stage):
 
     # --- replies --------------------------------------------------------------------------
 
-    def _start(self) -> None:
+    def _start(self, metadata: dict[str, Any]) -> None:
+        self.t0 = time.perf_counter()
+        self.hooks.call_started(self.t0, metadata)
         loop = asyncio.get_running_loop()
         if self.settings.max_duration_s > 0:
             self._limit_timer = loop.call_later(self.settings.max_duration_s, self._time_limit)
@@ -386,6 +390,10 @@ class ConversationEngine(Stage):
             self._candidate(self._speech_start)
         self.machine.fire("reply")
         record = ReplyRecord(kind, user_text, t_trigger=time.perf_counter())
+        if kind == "turn":
+            record.t_speech_end, self._t_speech_end = self._t_speech_end, None
+            record.t_endpoint, self._t_endpoint = self._t_endpoint, None
+            record.endpoint_rule, self._endpoint_rule = self._endpoint_rule, ""
         self._reply = record
         self.replies.append(record)
         del self.replies[:-64]
@@ -412,6 +420,8 @@ class ConversationEngine(Stage):
         try:
             async for piece in pieces:
                 if isinstance(piece, Say):
+                    if record.t_first_piece is None:
+                        record.t_first_piece = time.perf_counter()
                     speak(chunker.push(piece.text))
                 elif isinstance(piece, Flush):
                     speak(chunker.flush())
@@ -437,6 +447,8 @@ class ConversationEngine(Stage):
         self._task = None
         if ending is not None:
             record.ending = type(ending).__name__
+            kind = "hangup" if isinstance(ending, HangupFrame) else "transfer"
+            self.hooks.event(kind, {"reason": ending.reason})
             self._ending = True
             self.machine.fire("hangup")
             self._cancel_timer("_idle_timer")
@@ -444,6 +456,7 @@ class ConversationEngine(Stage):
             self.push_down(ending)
         elif not opened:  # nothing to say
             self._reply = None
+            self._report(record)
             self.machine.fire("done")
             self._arm_idle()
 
@@ -458,12 +471,16 @@ class ConversationEngine(Stage):
             record.heard = ""
             record.interrupted = True
             self.brain.heard(Heard(record.spoken, "", True))
+            self._report(record)
 
     def _agent_started(self, utterance_id: int) -> None:
         record = self._reply
         if record is not None and record.utterance_id is None:
             record.utterance_id = utterance_id
             record.t_first_audio = time.perf_counter()
+            if self.tts_delay is not None:
+                delay = self.tts_delay(utterance_id)
+                record.tts_first_audio_ms = None if delay is None else round(delay * 1000, 1)
             self._by_uid[utterance_id] = record
             while len(self._by_uid) > 8:
                 del self._by_uid[next(iter(self._by_uid))]
@@ -481,7 +498,10 @@ class ConversationEngine(Stage):
             heard = looked if looked is not None else ""
         record.heard = heard
         record.interrupted = frame.interrupted
+        record.t_played = time.perf_counter()
+        record.playback_strategy = frame.strategy
         self.brain.heard(Heard(record.spoken, heard, frame.interrupted))
+        self._report(record)
         if record is not self._reply:
             return  # an older reply, cut off before the one now running
         if frame.interrupted or self._task is not None:
@@ -500,7 +520,16 @@ class ConversationEngine(Stage):
             timer.cancel()
             setattr(self, name, None)
 
+    def _report(self, record: ReplyRecord) -> None:
+        if not record.reported:
+            record.reported = True
+            self.hooks.reply_done(record)
+
     def _close(self) -> None:
+        if self.machine.state is not State.ENDED:
+            for record in self.replies:  # replies whose playback was never resolved
+                self._report(record)
+            self.hooks.call_ended(self._close_reason or "end")
         self.machine.fire("end")
         self._drop_prepared()
         for name in ("_final_timer", "_idle_timer", "_limit_timer", "_dtmf_timer"):

@@ -175,12 +175,22 @@ class PlaybackConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordsConfig:
+    """Durable call records of the conversation agent (see docs/observability.md)."""
+
+    enabled: bool = True
+    sqlite_path: str = "harken-calls.db"  # used unless postgres_dsn is set
+    postgres_dsn: str = ""  # e.g. postgresql://user@host/db (the 'postgres' extra)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     carriers: CarriersConfig = field(default_factory=CarriersConfig)
     agent: AgentConfig = field(default_factory=AgentConfig)
     playback: PlaybackConfig = field(default_factory=PlaybackConfig)
+    records: RecordsConfig = field(default_factory=RecordsConfig)
 
 
 AGENT_KINDS = ("conversation", "echo", "bench_vad")

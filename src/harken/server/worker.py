@@ -21,6 +21,7 @@ from harken.agent.echo import EchoAgent
 from harken.pipeline import Stage
 from harken.protocols import CODECS
 from harken.protocols.events import StreamStarted
+from harken.records import CallRecorder
 from harken.server.config import Config
 from harken.server.http import build_app
 from harken.server.media import PicowsLink, start_media_server
@@ -88,6 +89,7 @@ class Worker:
         self._hangups = HangupClient(config, self._client)
         self._media: asyncio.base_events.Server | None = None
         self._runner: web.AppRunner | None = None
+        self._recorder: CallRecorder | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -114,6 +116,7 @@ class Worker:
         agent_warm = getattr(self._agent, "warm_up", None)
         if agent_warm is not None:  # an agent object that loads its own models (async)
             await agent_warm()
+        await self._open_records()
         self._media = await start_media_server(
             s.host, s.media_port, self.manager, self.make_session, reuse_port=self.reuse_port
         )
@@ -148,7 +151,22 @@ class Worker:
                 session.fail("drain timeout", 1001, "server shutting down")
             await asyncio.sleep(0.1)
 
+    async def _open_records(self) -> None:
+        """Call records for an agent that writes them (the conversation agent)."""
+        r = self.config.records
+        if not r.enabled or not hasattr(self._agent, "recorder"):
+            return
+        from harken.records import CallRecorder, open_store
+
+        recorder = CallRecorder(open_store(sqlite_path=r.sqlite_path, postgres_dsn=r.postgres_dsn))
+        await recorder.open()
+        self._recorder = recorder
+        self._agent.recorder = recorder
+
     async def close(self) -> None:
+        if self._recorder is not None:
+            await self._recorder.close()
+            self._recorder = None
         if self._runner is not None:
             await self._runner.cleanup()
         if self._http is not None:

@@ -1,0 +1,80 @@
+"""A real call leaves a call record that matches what happened, and moves /metrics histograms."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from harken.records import open_store
+from harken.testing.caller import agent_quiet, caller_voice, connect, engine_of
+
+MakeWorker = Any
+
+
+async def scrape(port: int) -> dict[tuple[str, str], float]:
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        text = await resp.text()
+    out: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):  # the Prometheus text parser
+        for sample in family.samples:
+            out[(sample.name, sample.labels.get("stage", ""))] = sample.value
+    return out
+
+
+async def test_call_record_and_metrics_follow_the_call(
+    conversation_worker: MakeWorker, tmp_path: Path
+) -> None:
+    db = tmp_path / "calls.db"
+    worker = await conversation_worker(
+        {"tts": {"engine": "espeak"}, "idle": {"after_s": 0}}, {"sqlite_path": str(db)}
+    )
+    before = await scrape(worker.http_port)
+    question = caller_voice("What are your opening hours?")
+    async with connect(worker) as em:
+        await agent_quiet(em)
+        engine = engine_of(worker)
+        call_id = em.call_sid
+        await em.play(question)
+        await agent_quiet(em)
+        spoken = [r.spoken for r in engine.replies]
+    await asyncio.sleep(0.3)  # the stop reaches the server; the call ends; records flushed
+    assert worker._recorder is not None
+    assert await worker._recorder.flush(5)
+    after = await scrape(worker.http_port)
+
+    store = open_store(sqlite_path=str(db))
+    await store.open()
+    try:
+        detail = await store.get_call(call_id)
+    finally:
+        await store.close()
+    assert detail is not None and detail.info.carrier == "twilio"
+    assert [t.kind for t in detail.turns] == ["greeting", "turn"]
+    assert [t.assistant_spoken for t in detail.turns] == spoken
+    assert [t.index for t in detail.turns] == [0, 1]
+    turn = detail.turns[1]
+    assert "hour" in turn.user_text.lower()
+    assert turn.assistant_heard == turn.assistant_spoken and not turn.interrupted
+    timings = turn.timings
+    order = ["speech_end", "endpoint", "stt_final", "tts_request", "first_audio_out"]
+    values = [timings[k] for k in order]
+    assert all(v is not None for v in values) and values == sorted(values)  # type: ignore[type-var]
+    assert timings["endpoint_rule"] in ("model", "text", "silence")
+    assert timings["playback_strategy"] == "mark"
+    assert detail.end is not None
+
+    def grew(name: str, stage: str = "") -> bool:
+        return after.get((name, stage), 0) > before.get((name, stage), 0)
+
+    for stage in ("endpoint_wait", "stt_final", "engine", "voice_to_voice", "tts_first_audio"):
+        assert grew("harken_turn_stage_seconds_count", stage), stage
+    assert grew("harken_calls_total") or any(
+        k[0] == "harken_calls_total" and v > before.get(k, 0) for k, v in after.items()
+    )
