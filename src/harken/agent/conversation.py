@@ -123,7 +123,7 @@ class ConversationAgent:
         await self.stt.warm_up()
         await self.tts.warm_up()
 
-    def brain(self, ctx: ToolContext) -> Any:
+    def brain(self, ctx: ToolContext, observer: CallObserver | None = None) -> Any:
         if self.llm is None:
             return FlowBrain.for_call(self.flow, self.tools, ctx)
         from harken.conversation.llm_brain import LLMBrain
@@ -131,7 +131,14 @@ class ConversationAgent:
         c = self.config.llm
         greeting = c.greeting or self.flow.session().start().say[0]
         prompt = c.system_prompt or _DEFAULT_PERSONA.format(name=self.flow.name)
-        return LLMBrain(self.llm, self.tools, ctx, system_prompt=prompt, greeting=greeting)
+
+        def failed(exc: BaseException) -> None:
+            if observer is not None:
+                observer.event("error", {"provider": "llm", "error": str(exc)[:300]})
+
+        return LLMBrain(
+            self.llm, self.tools, ctx, system_prompt=prompt, greeting=greeting, on_error=failed
+        )
 
     def __call__(self, info: StreamStarted, rate_in: int, rate_out: int) -> list[Stage]:
         from harken.speech.stt.service import SttService
@@ -173,7 +180,7 @@ class ConversationAgent:
             info={**numbers, **info.custom_parameters},
         )
         engine = ConversationEngine(
-            self.brain(ctx),
+            self.brain(ctx, observer),
             self.settings,
             heard=tts.heard_text,
             tts_delay=tts_delay,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -49,6 +49,7 @@ class LLMBrain:
         "idle_prompt",
         "last",
         "max_tool_rounds",
+        "on_error",
         "tools",
         "ttfts",
     )
@@ -64,6 +65,7 @@ class LLMBrain:
         idle_prompt: str = "Are you still there?",
         error_message: str = "Sorry, I'm having trouble answering right now.",
         max_tool_rounds: int = 4,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.client = client
         self.tools = tools
@@ -73,6 +75,7 @@ class LLMBrain:
         self.idle_prompt = idle_prompt
         self.error_message = error_message
         self.max_tool_rounds = max_tool_rounds
+        self.on_error = on_error
         self.errors = 0
         self.ttfts: list[float] = []
         self.last: ReplyMessages | None = None
@@ -144,6 +147,8 @@ class LLMBrain:
             except HarkenError as exc:
                 self.errors += 1
                 log.warning("LLM failed: %s", exc)
+                if self.on_error is not None:
+                    self.on_error(exc)
                 if not recorded and text:
                     self._record(reply, "".join(text), [])
                 recorded = True
