@@ -70,6 +70,20 @@ async def test_call_record_and_metrics_follow_the_call(
     assert timings["playback_strategy"] == "mark"
     assert detail.end is not None
 
+    async with aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{worker.http_port}"
+        async with http.get(f"{base}/calls") as resp:
+            assert resp.status == 200 and call_id in await resp.text()
+        async with http.get(f"{base}/calls/{call_id}") as resp:
+            page = await resp.text()
+            assert resp.status == 200 and "<svg" in page and "endpoint wait" in page
+            assert turn.user_text.split()[0] in page
+        async with http.get(f"{base}/api/calls/{call_id}") as resp:
+            data = await resp.json()
+            assert [t["kind"] for t in data["turns"]] == ["greeting", "turn"]
+        async with http.get(f"{base}/calls/nope") as resp:
+            assert resp.status == 404
+
     def grew(name: str, stage: str = "") -> bool:
         return after.get((name, stage), 0) > before.get((name, stage), 0)
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from harken.protocols import twilio
+from harken.records.store import CallStore
 from harken.server import metrics
 from harken.server.config import Config
 from harken.transports.carrier import CallManager
@@ -98,13 +99,16 @@ async def index(request: web.Request) -> web.Response:
         "Twilio webhook: POST /twilio/voice\n"
         f"media streams: ws://<host>:{request.app[MEDIA_PORT_KEY]}/stream/"
         "{twilio,telnyx,plivo,vonage,exotel}\n"
-        "health: /healthz  readiness: /readyz  metrics: /metrics\n"
+        "health: /healthz  readiness: /readyz  metrics: /metrics  call records: /calls\n"
     )
     return web.Response(text=text)
 
 
-def build_app(config: Config, manager: CallManager, media_port: int) -> web.Application:
-    """The HTTP app; ``media_port`` is the port the media server actually bound."""
+def build_app(
+    config: Config, manager: CallManager, media_port: int, calls: CallStore | None = None
+) -> web.Application:
+    """The HTTP app; ``media_port`` is the port the media server actually bound; ``calls`` the
+    call-record store behind the ``/calls`` pages (none: no pages)."""
     app = web.Application()
     app[CONFIG_KEY] = config
     app[MANAGER_KEY] = manager
@@ -118,4 +122,8 @@ def build_app(config: Config, manager: CallManager, media_port: int) -> web.Appl
             web.get("/metrics", metrics_route),
         ]
     )
+    if calls is not None:
+        from harken.server.calls_page import add_routes
+
+        add_routes(app, calls)
     return app

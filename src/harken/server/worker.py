@@ -122,7 +122,13 @@ class Worker:
         )
         self.media_port = self._media.sockets[0].getsockname()[1]
         self._runner = web.AppRunner(
-            build_app(self.config, self.manager, self.media_port), access_log=None
+            build_app(
+                self.config,
+                self.manager,
+                self.media_port,
+                self._recorder.store if self._recorder is not None else None,
+            ),
+            access_log=None,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port, reuse_port=self.reuse_port or None)
