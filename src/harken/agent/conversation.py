@@ -98,6 +98,8 @@ class ConversationAgent:
         self.llm: LLMClient | None = _llm_client(config) if config.llm.base_url else None
         #: set by the worker once its call-record store is open (None: no records)
         self.recorder: CallRecorder | None = None
+        #: set by the worker when observability.otel is enabled (an OpenTelemetry tracer)
+        self.tracer: Any = None
         self.stt: SttEngine | StreamingSttEngine = _stt_engine(config)
         self.tts: TtsEngine = _tts_engine(config)
         self.settings = EngineSettings(
@@ -178,6 +180,7 @@ class ConversationAgent:
             ctx.call_id,
             agent="llm" if self.llm is not None else f"flow:{self.flow.name}",
             info={**numbers, **info.custom_parameters},
+            tracer=self.tracer,
         )
         engine = ConversationEngine(
             self.brain(ctx, observer),

@@ -18,6 +18,7 @@ from harken.conversation.record import ReplyRecord
 from harken.server import metrics
 
 if TYPE_CHECKING:
+    from harken.agent.tracing import CallTracer
     from harken.records import CallRecorder
 
 __all__ = ["CallObserver"]
@@ -36,7 +37,18 @@ _STAGES = (
 class CallObserver:
     """Metrics and records of one call (see the module docstring)."""
 
-    __slots__ = ("agent", "call_id", "carrier", "info", "recorder", "t0", "turns", "wall0")
+    __slots__ = (
+        "agent",
+        "call_id",
+        "carrier",
+        "info",
+        "recorder",
+        "spans",
+        "t0",
+        "tracer",
+        "turns",
+        "wall0",
+    )
 
     def __init__(
         self,
@@ -46,8 +58,11 @@ class CallObserver:
         carrier: str = "",
         agent: str = "",
         info: dict[str, Any] | None = None,
+        tracer: Any = None,
     ) -> None:
         self.recorder = recorder
+        self.tracer = tracer  # an OpenTelemetry tracer (observability.otel), or None
+        self.spans: CallTracer | None = None
         self.call_id = call_id
         self.carrier = carrier
         self.agent = agent
@@ -60,6 +75,11 @@ class CallObserver:
         self.t0 = t0
         self.wall0 = time.time()
         self.carrier = self.carrier or str(metadata.get("carrier", ""))
+        if self.tracer is not None:
+            from harken.agent.tracing import CallTracer
+
+            attributes = {"harken.carrier": self.carrier, "harken.agent": self.agent}
+            self.spans = CallTracer(self.tracer, self.call_id, attributes)
         if self.recorder is not None:
             from harken.records import CallInfo
 
@@ -90,6 +110,8 @@ class CallObserver:
         if record.interrupted:
             metrics.INTERRUPTIONS.inc()
         self.turns += 1
+        if self.spans is not None:
+            self.spans.turn(record, self.turns - 1)
         if self.recorder is None:
             return
         from harken.records import TurnRecord
@@ -116,12 +138,16 @@ class CallObserver:
             metrics.FALSE_INTERRUPTIONS.inc()
         elif kind == "error":
             metrics.PROVIDER_ERRORS.labels(str(data.get("provider", "unknown"))).inc()
+        if self.spans is not None:
+            self.spans.event(kind, data)
         if self.recorder is not None:
             from harken.records import CallEvent
 
             self.recorder.event(CallEvent(self.call_id, time.time(), kind, dict(data)))
 
     def call_ended(self, reason: str) -> None:
+        if self.spans is not None:
+            self.spans.end(reason)
         if self.recorder is not None:
             from harken.records import CallEnd
 

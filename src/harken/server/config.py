@@ -184,6 +184,16 @@ class RecordsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class OtelConfig:
+    """OpenTelemetry spans per call and turn (the 'otel' extra); off by default."""
+
+    enabled: bool = False
+    exporter: Literal["otlp", "console"] = "otlp"
+    endpoint: str = ""  # "" = the OTLP default (http://localhost:4318/v1/traces or $OTEL_*)
+    service: str = "harken"
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
@@ -191,6 +201,7 @@ class Config:
     agent: AgentConfig = field(default_factory=AgentConfig)
     playback: PlaybackConfig = field(default_factory=PlaybackConfig)
     records: RecordsConfig = field(default_factory=RecordsConfig)
+    otel: OtelConfig = field(default_factory=OtelConfig)
 
 
 AGENT_KINDS = ("conversation", "echo", "bench_vad")

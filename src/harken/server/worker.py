@@ -117,6 +117,11 @@ class Worker:
         if agent_warm is not None:  # an agent object that loads its own models (async)
             await agent_warm()
         await self._open_records()
+        o = self.config.otel
+        if o.enabled and hasattr(self._agent, "tracer"):
+            from harken.agent.tracing import init_tracing
+
+            self._agent.tracer = init_tracing(o.exporter, o.endpoint, o.service)
         self._media = await start_media_server(
             s.host, s.media_port, self.manager, self.make_session, reuse_port=self.reuse_port
         )
