@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import wave
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
 from harken.records import open_store
@@ -33,7 +35,8 @@ async def test_call_record_and_metrics_follow_the_call(
 ) -> None:
     db = tmp_path / "calls.db"
     worker = await conversation_worker(
-        {"tts": {"engine": "espeak"}, "idle": {"after_s": 0}}, {"sqlite_path": str(db)}
+        {"tts": {"engine": "espeak"}, "idle": {"after_s": 0}},
+        {"sqlite_path": str(db), "wav_dir": str(tmp_path / "wav")},
     )
     before = await scrape(worker.http_port)
     question = caller_voice("What are your opening hours?")
@@ -83,6 +86,15 @@ async def test_call_record_and_metrics_follow_the_call(
             assert [t["kind"] for t in data["turns"]] == ["greeting", "turn"]
         async with http.get(f"{base}/calls/nope") as resp:
             assert resp.status == 404
+
+    # the stereo recording: the caller on the left, the agent (as sent) on the right
+    with wave.open(str(tmp_path / "wav" / f"{call_id}.wav")) as w:
+        assert w.getnchannels() == 2 and w.getframerate() == 8000
+        audio = np.frombuffer(w.readframes(w.getnframes()), np.int16).reshape(-1, 2)
+    loud = np.abs(audio.astype(np.int32)) > 500
+    assert loud[:, 0].sum() > 8000 * 0.5 and loud[:, 1].sum() > 8000 * 1.0
+    # the caller spoke after the greeting: left-channel speech starts after right-channel speech
+    assert np.argmax(loud[:, 0]) > np.argmax(loud[:, 1])
 
     def grew(name: str, stage: str = "") -> bool:
         return after.get((name, stage), 0) > before.get((name, stage), 0)

@@ -100,6 +100,8 @@ class ConversationAgent:
         self.recorder: CallRecorder | None = None
         #: set by the worker when observability.otel is enabled (an OpenTelemetry tracer)
         self.tracer: Any = None
+        #: set by the worker from records.wav_dir: a stereo recording per call there
+        self.wav_dir = ""
         self.stt: SttEngine | StreamingSttEngine = _stt_engine(config)
         self.tts: TtsEngine = _tts_engine(config)
         self.settings = EngineSettings(
@@ -189,7 +191,12 @@ class ConversationAgent:
             tts_delay=tts_delay,
             hooks=observer,
         )
-        return [vad, stt, turn, engine, tts]
+        stages: list[Stage] = [vad, stt, turn, engine, tts]
+        if self.wav_dir:
+            from harken.agent.recording import RecordingTap
+
+            stages.insert(0, RecordingTap(self.wav_dir, ctx.call_id))
+        return stages
 
 
 def _llm_client(config: AgentConfig) -> LLMClient:

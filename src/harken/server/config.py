@@ -181,6 +181,7 @@ class RecordsConfig:
     enabled: bool = True
     sqlite_path: str = "harken-calls.db"  # used unless postgres_dsn is set
     postgres_dsn: str = ""  # e.g. postgresql://user@host/db (the 'postgres' extra)
+    wav_dir: str = ""  # set: a stereo WAV per call here (caller left, agent right)
 
 
 @dataclass(frozen=True, slots=True)

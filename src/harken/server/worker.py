@@ -167,6 +167,8 @@ class Worker:
         r = self.config.records
         if not r.enabled or not hasattr(self._agent, "recorder"):
             return
+        if r.wav_dir and hasattr(self._agent, "wav_dir"):
+            self._agent.wav_dir = r.wav_dir
         from harken.records import CallRecorder, open_store
 
         recorder = CallRecorder(open_store(sqlite_path=r.sqlite_path, postgres_dsn=r.postgres_dsn))

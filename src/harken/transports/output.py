@@ -155,6 +155,9 @@ class CarrierOutput(Stage):
         self.on_completion: Callable[[Completion], None] | None = None
         self.on_hangup: Callable[[], None] | None = None
         self.on_transfer: Callable[[str], None] | None = None
+        #: called with each audio chunk (wire encoding) as it leaves, and the loop time: what
+        #: the caller hears, give or take the far end's lead (call recordings)
+        self.on_sent: Callable[[bytes, float], None] | None = None
         self._uid: int | None = None  # utterance receiving audio now
         self._live = False  # that utterance is produced in real time (see TTSStartedFrame.live)
         self._auto_uid = _IMPLICIT_UTTERANCE_BASE
@@ -277,6 +280,8 @@ class CarrierOutput(Stage):
         codec, link = self.codec, self.link
         for item in self.pacer.release(now):
             if item.kind == AUDIO:
+                if self.on_sent is not None:
+                    self.on_sent(item.data, now)
                 message = codec.media(item.data)
                 if isinstance(message, str):
                     link.send_text(message)
