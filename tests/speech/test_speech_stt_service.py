@@ -131,6 +131,9 @@ async def test_streaming_turns_give_interims_then_one_final_each(
     await h.call.wait()
     assert wer(pairs) <= 0.10, pairs
     assert h.service.finals == len(clips)
+    # every delivered final says where its text came from
+    assert sum(h.service.final_sources.values()) == len(clips), h.service.final_sources
+    assert set(h.service.final_sources) <= {"inflight", "partial", "pass"}
 
 
 async def test_phone_audio_8khz_ulaw_is_resampled_and_recognised(

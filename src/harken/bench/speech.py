@@ -26,7 +26,14 @@ PARTS = ("vad", "turn", "stt", "tts")
 _HEADLINE = {
     "vad": ("vad_cpu_pct_per_call",),
     "turn": (),
-    "stt": ("stt_wer", "stt_final_ms_p50", "stt_phone_wer", "stt_phone_final_ms_p50"),
+    "stt": (
+        "stt_wer",
+        "stt_final_ms_p50",
+        "stt_final_ms_p90",
+        "stt_phone_wer",
+        "stt_phone_final_ms_p50",
+        "stt_phone_final_ms_p90",
+    ),
     "tts": ("tts_first_audio_ms_p50",),
 }
 

@@ -152,14 +152,19 @@ async def _run_engine_path(
     call = Call(service, on_down=on_down)
     await call.start()
     lat: list[float] = []
+    by_source: dict[str, list[float]] = {}
     first: list[float] = []
     pairs: list[tuple[str, str, str]] = []
     misses = 0
     t_media = 0.0
     for u in utts:
         pcm, rate = _path_audio(u, path)
+        before = dict(service.final_sources)
         latency, text, first_interim = await _one_turn(
             service, call, got, pcm, rate, args.stt_vad_stop_ms / 1000, t_media
+        )
+        source = next(
+            (k for k, v in service.final_sources.items() if v > before.get(k, 0)), "stream"
         )
         t_media += len(pcm) / rate + 1.0
         await asyncio.sleep(0.2)  # a pause between turns
@@ -168,6 +173,7 @@ async def _run_engine_path(
             misses += 1
         else:
             lat.append(latency * 1000)
+            by_source.setdefault(source, []).append(latency * 1000)
         if first_interim is not None:
             first.append(first_interim * 1000)
     call.cancel()
@@ -180,11 +186,17 @@ async def _run_engine_path(
         "utterances": len(utts),
         "wer": wer((r, h) for _, r, h in pairs),
         "final_ms_p50": _pct(lat, 50),
+        "final_ms_p90": _pct(lat, 90),
         "final_ms_p95": _pct(lat, 95),
         "final_ms_mean": float(statistics.fmean(lat)) if lat else float("nan"),
         "first_interim_ms_p50": _pct(first, 50),
         "interims_per_turn": interims / max(1, len(utts)),
         "no_final": misses,
+        # where each final came from: a partial pass still in flight ("inflight"), the last
+        # completed partial ("partial"), a final pass of its own ("pass"); "stream" for
+        # streaming engines; with the final latency p50 of each
+        "final_sources": {k: len(v) for k, v in sorted(by_source.items())},
+        "final_ms_p50_by_source": {k: _pct(v, 50) for k, v in sorted(by_source.items())},
     }
     for voice in sorted({v for v, _, _ in pairs}):
         row[f"wer_{voice}"] = wer((r, h) for v, r, h in pairs if v == voice)
@@ -266,10 +278,12 @@ def run_stt(args: argparse.Namespace) -> dict[str, Any]:
         if row["engine"] == "whisper" and row["path"] == "wide":
             result["stt_wer"] = row["wer"]
             result["stt_final_ms_p50"] = row["final_ms_p50"]
+            result["stt_final_ms_p90"] = row["final_ms_p90"]
             result["stt_final_ms_p95"] = row["final_ms_p95"]
         if row["engine"] == "whisper" and row["path"] == "phone":
             result["stt_phone_wer"] = row["wer"]
             result["stt_phone_final_ms_p50"] = row["final_ms_p50"]
+            result["stt_phone_final_ms_p90"] = row["final_ms_p90"]
             result["stt_phone_final_ms_p95"] = row["final_ms_p95"]
     if "whisper" in engines and args.stt_context_compare > 0:
         pick = utts[:: max(1, len(utts) // args.stt_context_compare)][: args.stt_context_compare]
@@ -293,21 +307,27 @@ def report(result: dict[str, Any]) -> str:
         f"{result['load_avg_end'][0]:.2f} at end, {result['cpus']} CPUs (shared: noisy)",
         "",
         f"{'engine':<13}{'path':<7}{'WER':>7}{'piper':>7}{'espeak':>7}"
-        f"{'final p50':>11}{'p95':>8}{'1st interim':>13}{'interims':>10}",
+        f"{'final p50':>11}{'p90':>8}{'p95':>8}{'1st interim':>13}{'interims':>10}"
+        "  final from",
     ]
     for r in result["rows"]:
         if r["path"] == "batch":
             lines.append(
                 f"{r['engine']:<13}{'batch':<7}{r['wer']:>7.3f}{'':>14}"
-                f"{r['pass_ms_p50']:>9.0f}ms{r['pass_ms_p95']:>6.0f}ms  (one whole-clip pass)"
+                f"{r['pass_ms_p50']:>9.0f}ms{'':>8}{r['pass_ms_p95']:>6.0f}ms"
+                "  (one whole-clip pass)"
             )
             continue
         lines.append(
             f"{r['engine']:<13}{r['path']:<7}{r['wer']:>7.3f}"
             f"{r.get('wer_piper', nan):>7.3f}{r.get('wer_espeak', nan):>7.3f}"
             f"{r['final_ms_p50']:>9.0f}ms"
-            f"{r['final_ms_p95']:>6.0f}ms{r['first_interim_ms_p50']:>11.0f}ms"
-            f"{r['interims_per_turn']:>10.1f}"
+            f"{r['final_ms_p90']:>6.0f}ms{r['final_ms_p95']:>6.0f}ms"
+            f"{r['first_interim_ms_p50']:>11.0f}ms{r['interims_per_turn']:>10.1f}  "
+            + ", ".join(
+                f"{k} {n} ({r['final_ms_p50_by_source'][k]:.0f} ms)"
+                for k, n in r["final_sources"].items()
+            )
         )
     cc = result.get("stt_context_compare")
     if cc:

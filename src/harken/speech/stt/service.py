@@ -92,6 +92,7 @@ class SttService(ServiceStage):
         "_turn",
         "empty_turns",
         "engine",
+        "final_sources",
         "finals",
         "force_prefix",
         "interim",
@@ -138,6 +139,8 @@ class SttService(ServiceStage):
         self.finals = 0
         self.interims = 0
         self.empty_turns = 0
+        # where delivered turns' final text came from (AgreementTranscriber.final_source)
+        self.final_sources: dict[str, int] = {}
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -291,6 +294,9 @@ class SttService(ServiceStage):
                 await turn.transcriber.aclose()
         if turn.abandoned:
             return
+        source = getattr(turn.transcriber, "final_source", None)
+        if source is not None:
+            self.final_sources[source] = self.final_sources.get(source, 0) + 1
         if not text.strip():
             self.empty_turns += 1
             return

@@ -124,6 +124,10 @@ class AgreementTranscriber:
         self.early_passes = 0
         self._epoch = 0  # bumped by trims: results of an older buffer are not comparable
         self._last_interim = ""
+        # where the final text came from (statistics): "inflight" (a partial pass still running
+        # that heard all the speech), "partial" (the last completed partial pass), "pass" (a
+        # final pass of its own), "none" (nothing to transcribe); None before finish()
+        self.final_source: str | None = None
         if self.partials:
             self._loop = asyncio.get_running_loop().create_task(
                 self._run(), name="harken:stt-partials"
@@ -252,23 +256,28 @@ class AgreementTranscriber:
         prefix = " ".join(self.agreement.committed)
         result: Transcription | None = None
         inflight, last = self._inflight, self._last
+        source = "none"
         if inflight is not None and self._covers(
             self._inflight_len, self._inflight_media, speech_end
         ):
+            source = "inflight"
             result = await asyncio.shield(inflight)
         elif (
             last is not None
             and last[2] == self._epoch
             and self._covers(last[0], last[1], speech_end)
         ):
+            source = "partial"
             result = last[3]
         if result is None and size > 0:
+            source = "pass"
             self.passes += 1
             result = await self.engine.transcribe(
                 bytes(self.buffer),
                 prompt=self._prompt(),
                 prefix=prefix if self.force_prefix else "",
             )
+        self.final_source = source
         committed = self.agreement.committed
         if result is None:
             words = list(committed)
