@@ -102,10 +102,23 @@ def test_whisper_round_trip_two_voices(whisper: WhisperEngine, utterances: list[
 
 
 def test_whisper_reduced_context_matches_full_context(whisper: WhisperEngine) -> None:
-    """The 10 s encoder context reads a clip like the full 30 s does (and ends cleanly)."""
+    """The default (8 s) encoder context reads a clip like the full 30 s does (and ends cleanly)."""
     full = WhisperEngine(whisper.options, context_s=30.0)
     pcm = synthesize(SENTENCES[3], "espeak")
     assert whisper.transcribe_sync(pcm).text == full.transcribe_sync(pcm).text
+
+
+def test_whisper_drops_a_looped_repeat_of_the_sentence() -> None:
+    """tiny.en with too short a context repeats the utterance until the token budget cuts it."""
+    from harken.speech.stt.whisper import _drop_repeats
+
+    looped = "Can you tell me what time it is? Can you tell me what time"
+    assert _drop_repeats(looped, 2.0, 4.5) == "Can you tell me what time it is?"
+    twice = "Do you have any rooms? Do you have any rooms? Do you have"
+    assert _drop_repeats(twice, 1.5, 4.5) == "Do you have any rooms?"
+    # plausible for the audio: left alone; a short fragment is not taken for a repeat
+    assert _drop_repeats(looped, 4.0, 4.5) == looped
+    assert _drop_repeats("Yes, yes. I said yes. Yes, I", 0.8, 4.5) == "Yes, yes. I said yes. Yes, I"
 
 
 def test_whisper_forced_prefix_and_silence(whisper: WhisperEngine) -> None:

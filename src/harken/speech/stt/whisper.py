@@ -11,18 +11,18 @@ set as well). One model per process, shared by every call (:func:`whisper_model`
 then dominates: ~0.35-0.8 s per call on this machine whatever the clip length. CTranslate2's
 Whisper encoder accepts fewer frames (it slices the positional embedding), so we encode only
 ``max(audio + pad_s, context_s)`` seconds. How much silence follows the speech matters: with
-1-5 s of context after a 2 s utterance tiny.en finishes the sentence and then *repeats it* (25-60
-% of utterances in our corpus); from ~10 s of context on it ends cleanly, with the same word
-error rate as the full 30 s (see docs/speech.md). So ``context_s`` defaults to 10 s: the encoder
-costs ~3x less than at 30 s, and long buffers cost what their audio costs. The silence is
-appended in feature space (log-mel of digital silence is the clip's floor value), which saves
-computing the STFT of the padding.
+1-6 s of context after a 2-3 s utterance tiny.en finishes the sentence and then *repeats it*
+(10-60 % of utterances in our corpus); from ~8 s of context on it ends cleanly, with the same word
+error rate as the full 30 s (see docs/speech.md). So ``context_s`` defaults to 8 s: the encoder
+costs ~4x less than at 30 s (and ~20 % less than at 10 s), and long buffers cost what their audio
+costs. The silence is appended in feature space (log-mel of digital silence is the clip's floor
+value), which saves computing the STFT of the padding.
 
 Decoding is greedy (``beam_size=1``), with Whisper's timestamp tokens (the reduced-context runs
 were more accurate with them), a token budget proportional to the audio, and two backstops: a
-sentence the model repeats verbatim at an implausible speaking rate is dropped, and a buffer
-with ``no_speech_prob`` above the threshold and a low average log-probability transcribes to
-nothing.
+sentence the model repeats (verbatim, or its start cut off by the budget) at an implausible
+speaking rate is dropped, and a buffer with ``no_speech_prob`` above the threshold and a low
+average log-probability transcribes to nothing.
 
 ``prefix`` forces the decoder's first words (the words LocalAgreement already committed), so a
 pass only pays for decoding what is new; ``prompt`` is earlier context (``<|startofprev|>``).
@@ -55,6 +55,7 @@ _FRAME_S: Final = 0.01  # one mel frame (hop 160 at 16 kHz)
 _MAX_FRAMES: Final = 3000
 _MAX_PROMPT_TOKENS: Final = 120
 _SENTENCE: Final = re.compile(r"(?<=[.?!])\s+")
+_MIN_REPEAT_WORDS: Final = 3  # a cut-off repeat of a sentence's start this long is dropped
 _EDGE_PAD_S: Final = 0.2  # real zeros after the audio, so the STFT sees the transition
 
 
@@ -151,15 +152,21 @@ def _as_float(pcm: bytes | npt.NDArray[np.int16]) -> npt.NDArray[np.float32]:
 
 
 def _drop_repeats(text: str, audio_s: float, max_wps: float) -> str:
-    """Drop sentences that repeat the one before, when the text is too long for the audio."""
+    """Drop sentences that repeat an earlier one, when the text is too long for the audio.
+
+    A repeat is the same words as an earlier sentence, or the start of one (at least
+    :data:`_MIN_REPEAT_WORDS` words): a loop the token budget cut off mid-sentence.
+    """
     if len(text.split()) <= max_wps * max(audio_s, 0.5):
         return text
     kept: list[str] = []
+    keys: list[list[str]] = []
     for sentence in _SENTENCE.split(text.strip()):
-        key = " ".join(word_key(w) for w in sentence.split())
-        if kept and key == " ".join(word_key(w) for w in kept[-1].split()):
+        key = [word_key(w) for w in sentence.split()]
+        if any(key == k or (len(key) >= _MIN_REPEAT_WORDS and k[: len(key)] == key) for k in keys):
             continue
         kept.append(sentence)
+        keys.append(key)
     return " ".join(kept)
 
 
@@ -174,7 +181,7 @@ class WhisperEngine:
         self,
         options: WhisperOptions | None = None,
         *,
-        context_s: float = 10.0,
+        context_s: float = 8.0,
         pad_s: float = 1.0,
         beam_size: int = 1,
         timestamps: bool = True,
