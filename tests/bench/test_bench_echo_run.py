@@ -29,7 +29,8 @@ RECORD_KEYS = {
 
 async def test_a_level_and_the_idle_phase_in_process() -> None:
     """run_level / run_idle against an in-process worker (the process tree is this process)."""
-    cfg = config_mod._build(config_mod.Config, {"server": {"port": 0, "media_port": 0}}, "c")
+    data = {"server": {"port": 0, "media_port": 0}, "agent": {"kind": "echo"}}
+    cfg = config_mod._build(config_mod.Config, data, "c")
     worker = Worker(config_mod.validate(cfg))
     await worker.start()
     url = f"ws://127.0.0.1:{worker.media_port}/stream/twilio"

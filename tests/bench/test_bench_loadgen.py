@@ -30,7 +30,8 @@ from harken.testing.stages import Recorder
 
 
 async def _worker(agent: object = None) -> Worker:
-    cfg = config_mod._build(config_mod.Config, {"server": {"port": 0, "media_port": 0}}, "c")
+    data = {"server": {"port": 0, "media_port": 0}, "agent": {"kind": "echo"}}
+    cfg = config_mod._build(config_mod.Config, data, "c")
     worker = Worker(config_mod.validate(cfg), agent=agent)  # type: ignore[arg-type]
     await worker.start()
     return worker

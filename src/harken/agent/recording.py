@@ -1,9 +1,10 @@
 """Stereo call recordings: the caller on the left channel, the agent on the right.
 
 :class:`RecordingTap` is an inline stage placed first in a call's pipeline (``records.wav_dir``
-set). It writes the caller's audio as it arrives (media time from the frames' timestamps) and,
+set). It writes the caller's audio as it arrives and,
 through the transport's ``on_sent`` hook, the agent's audio as it leaves for the caller (so audio
-a barge-in discarded is never in the recording) at the loop time since the call started. The
+a barge-in discarded is never in the recording), both placed by the loop time since the call
+started (one clock for both channels). The
 :class:`~harken.records.wav.StereoWavWriter` writes incrementally and keeps its header valid, so a
 killed worker leaves a playable file up to about its last second; nothing is held whole in
 memory.
@@ -79,7 +80,10 @@ class RecordingTap(Stage):
                 if r is None or r.in_rate != frame.sample_rate:
                     r = self._resampler = Resampler(frame.sample_rate, self._rate)
                 pcm = r.process(pcm)
-            self.writer.write_caller(pcm, frame.timestamp)
+            # arrival time on the loop clock, the agent channel's clock too: one timeline,
+            # whatever the carrier's media timestamps drift to under load
+            now = asyncio.get_running_loop().time() - self._t0
+            self.writer.write_caller(pcm, max(0.0, now - frame.duration))
         self.push_down(frame)
 
     def _close(self) -> None:
