@@ -24,6 +24,11 @@ Example::
       lead_ms: 80
       mark_interval_ms: 100
       deadman_margin_ms: 1000
+    sip:
+      port: 5060            # direct SIP/RTP over UDP (0 = off, the default)
+      public_ip: 203.0.113.7  # advertised in Contact and SDP when behind NAT
+      rtp_port_min: 20000
+      rtp_port_max: 20999
 """
 
 from __future__ import annotations
@@ -195,6 +200,17 @@ class OtelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SipConfig:
+    """Direct SIP/RTP calls over UDP (see docs/sip.md); ``port: 0`` turns SIP off."""
+
+    port: int = 0  # e.g. 5060
+    host: str = ""  # "" = server.host
+    public_ip: str = ""  # advertised in Contact and SDP (NAT); "" = the bound address
+    rtp_port_min: int = 20000
+    rtp_port_max: int = 20999
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
@@ -203,6 +219,7 @@ class Config:
     playback: PlaybackConfig = field(default_factory=PlaybackConfig)
     records: RecordsConfig = field(default_factory=RecordsConfig)
     otel: OtelConfig = field(default_factory=OtelConfig)
+    sip: SipConfig = field(default_factory=SipConfig)
 
 
 AGENT_KINDS = ("conversation", "echo", "bench_vad")
@@ -311,6 +328,11 @@ def validate(config: Config) -> Config:
         )
     if p.strategy not in ("", "mark", "drained", "silence"):
         raise _Invalid(("playback", "strategy"), f"playback.strategy {p.strategy!r} unknown")
+    sip = config.sip
+    if not 0 <= sip.port <= 65535:
+        raise _Invalid(("sip", "port"), "must be 0-65535 (0 = SIP off)")
+    if not 1024 <= sip.rtp_port_min < sip.rtp_port_max <= 65535:
+        raise _Invalid(("sip", "rtp_port_min"), "need 1024 <= min < rtp_port_max <= 65535")
     return config
 
 

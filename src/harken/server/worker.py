@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
@@ -28,6 +29,9 @@ from harken.server.media import PicowsLink, start_media_server
 from harken.server.rest import HangupClient
 from harken.transports.carrier import AgentFactory, CallManager, CarrierSession
 from harken.transports.output import PlaybackSettings
+
+if TYPE_CHECKING:
+    from harken.transports.sip_server import SipServer
 
 log = logging.getLogger("harken.server")
 
@@ -90,6 +94,8 @@ class Worker:
         self._media: asyncio.base_events.Server | None = None
         self._runner: web.AppRunner | None = None
         self._recorder: CallRecorder | None = None
+        self.sip: SipServer | None = None  # direct SIP/RTP (sip.port set)
+        self.sip_port = 0
 
     def _client(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
@@ -141,6 +147,7 @@ class Worker:
         server = site._server
         assert server is not None
         self.http_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        await self._start_sip()
         gc.collect()
         gc.freeze()  # start-up objects never need scanning again: shorter GC pauses
 
@@ -176,7 +183,29 @@ class Worker:
         self._recorder = recorder
         self._agent.recorder = recorder
 
+    async def _start_sip(self) -> None:
+        """The SIP user agent (UDP), sharing this worker's agent factory and call admission."""
+        sip = self.config.sip
+        if not sip.port:
+            return
+        from harken.transports.sip_server import SipServer
+
+        self.sip = SipServer(
+            self.manager,
+            self._agent,
+            host=sip.host or self.config.server.host,
+            port=sip.port,
+            public_ip=sip.public_ip,
+            rtp_ports=(sip.rtp_port_min, sip.rtp_port_max),
+            playback=self._playback,
+        )
+        await self.sip.start(reuse_port=self.reuse_port)
+        self.sip_port = self.sip.port
+
     async def close(self) -> None:
+        if self.sip is not None:  # BYE to every live SIP call, then the socket closes
+            self.sip.close()
+            self.sip = None
         if self._recorder is not None:
             await self._recorder.close()
             self._recorder = None
@@ -194,7 +223,7 @@ class Worker:
         print(
             f"harken: worker ready: http://{s.host}:{self.http_port} "
             f"media ws://{s.host}:{self.media_port}/stream/<carrier> "
-            f"agent={self.config.agent.kind}",
+            f"agent={self.config.agent.kind}" + (f" sip udp:{self.sip_port}" if self.sip else ""),
             flush=True,
         )
         await self.stopping.wait()
