@@ -235,6 +235,11 @@ def test_value_parsers() -> None:
         parse_uri("tel:+15551234")
     with pytest.raises(RemoteProtocolError):
         parse_via("SIP/2.0/UDP host:99999")
+    for unicode_digits in ("\u00b9 INVITE", "1\u00b2 INVITE"):  # isdigit() but not int()
+        with pytest.raises(RemoteProtocolError):
+            parse_cseq(unicode_digits)
+    with pytest.raises(RemoteProtocolError):
+        parse_via("SIP/2.0/UDP host:5\u00b2")
 
 
 def test_request_builds_with_content_length() -> None:

@@ -134,6 +134,7 @@ def test_offer_we_make() -> None:
         "v=0\no=- 1 1 IN IP4 h\nm=audio 1 RTP/AVP 0 300\n",
         "v=0\no=- 1 1 IN IP4 h\nc=IN IPX h\n",
         "v=0\no=- 1 1 IN IP4 h\nthis is not sdp\n",
+        "v=0\no=- 1 1 IN IP4 h\nm=audio 4\u00b2 RTP/AVP 0\n",  # isdigit() but not int()
     ],
 )
 def test_malformed_sdp(bad: str) -> None:

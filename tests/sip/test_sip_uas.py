@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harken.protocols.sip import SipRequest, SipResponse, parse_message, parse_name_addr
 from harken.protocols.sip_uas import (
@@ -303,3 +305,23 @@ def test_malformed_requests_get_400_or_nothing(ua: SipUas) -> None:
     assert ua.receive(b"\x00\x01garbage", PEER, 0) == []
     assert ua.receive(b"\r\n\r\n", PEER, 0) == []  # keep-alive
     assert ua.malformed == 2  # the missing Contact is answered, not counted as malformed
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "INFO", "FOO"]),
+    st.integers(0, 7),
+    st.text(max_size=40),
+    st.binary(max_size=40),
+)
+def test_fuzz_receive_never_raises(method: str, line: int, junk: str, body: bytes) -> None:
+    """Whatever one header becomes, ``receive`` answers or drops; it never raises."""
+    ua = SipUas("192.0.2.1", 5060)
+    lines = request(method, body=body).split(b"\r\n")
+    lines[line] = junk.encode("utf-8", "surrogatepass")
+    data = b"\r\n".join(lines)
+    for t in (0.0, 0.1):
+        for out in ua.receive(data, PEER, t):
+            if isinstance(out, IncomingCall):
+                ua.answer(out.handle, SDP, t)
+    ua.poll(100.0)

@@ -49,6 +49,11 @@ _MAX_SDP: Final = 16384
 _MAX_MEDIA: Final = 16
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts superscripts that ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     username: str
@@ -89,13 +94,13 @@ class Media:
             pt_text, _, spec = v.partition(" ")
             name, _, rest = spec.strip().partition("/")
             rate = rest.partition("/")[0]
-            if pt_text.isdigit() and rate.isdigit() and name:
+            if _digits(pt_text) and _digits(rate) and name:
                 out[int(pt_text)] = (name.upper(), int(rate))
         return out
 
     @property
     def payload_types(self) -> list[int]:
-        return [int(f) for f in self.formats if f.isdigit() and int(f) < 128]
+        return [int(f) for f in self.formats if _digits(f) and int(f) < 128]
 
     def fmtp(self, pt: int) -> str | None:
         for k, v in self.attributes:
@@ -157,7 +162,7 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
         kind, value = line[0], line[2:]
         if kind == "o":
             parts = value.split()
-            if len(parts) != 6 or not parts[2].isdigit() or len(parts[2]) > 20:
+            if len(parts) != 6 or not _digits(parts[2]) or len(parts[2]) > 20:
                 raise RemoteProtocolError(f"SDP: bad origin {value[:60]!r}")
             origin = Origin(parts[0], parts[1], int(parts[2]), *parts[3:6])
         elif kind == "s" and current is None:
@@ -175,13 +180,13 @@ def parse_sdp(data: bytes | str) -> SessionDescription:
             if len(parts) < 4:
                 raise RemoteProtocolError(f"SDP: bad media line {value[:60]!r}")
             port_text = parts[1].partition("/")[0]
-            if not port_text.isdigit() or int(port_text) > 65535:
+            if not _digits(port_text) or int(port_text) > 65535:
                 raise RemoteProtocolError(f"SDP: bad media port {parts[1][:20]!r}")
             if len(session.media) >= _MAX_MEDIA:
                 raise RemoteProtocolError("SDP: too many media sections")
             current = Media(parts[0], int(port_text), parts[2], parts[3:])
             if parts[2].upper().startswith("RTP/") and not all(
-                f.isdigit() and int(f) < 128 for f in current.formats
+                _digits(f) and int(f) < 128 for f in current.formats
             ):
                 raise RemoteProtocolError(f"SDP: bad RTP payload types in {value[:60]!r}")
             session.media.append(current)

@@ -85,6 +85,11 @@ _CANONICAL: Final = {n.lower(): n for n in (*_IRREGULAR, *COMPACT.values())}
 _TOKEN: Final = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts superscripts that ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 def reason_phrase(status: int) -> str:
     """The standard reason phrase of a status code (a generic one for unknown codes)."""
     return _REASONS.get(status) or ("OK" if 200 <= status < 300 else "Unknown")
@@ -301,7 +306,7 @@ def split_message(data: bytes) -> tuple[str, Headers, bytes]:
     headers = Headers(items)
     lengths = headers.get_all("Content-Length")
     if lengths:
-        if len(set(lengths)) > 1 or not lengths[0].isdigit() or len(lengths[0]) > 6:
+        if len(set(lengths)) > 1 or not _digits(lengths[0]) or len(lengths[0]) > 6:
             raise RemoteProtocolError(f"SIP: bad Content-Length {lengths[0][:20]!r}")
         length = int(lengths[0])
         if length > len(body):
@@ -318,7 +323,7 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
     parts = start.split(None, 2)
     if len(parts) >= 2 and parts[0].upper() == "SIP/2.0":
         code = parts[1]
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        if len(code) != 3 or not _digits(code) or not 100 <= int(code) <= 699:
             raise RemoteProtocolError(f"SIP: bad status code {code[:10]!r}")
         response = SipResponse(int(code), parts[2] if len(parts) == 3 else "", headers, body)
         for name in ("Via", "From", "To", "Call-ID", "CSeq"):
@@ -390,7 +395,7 @@ def _host_port(text: str) -> tuple[str, int | None]:
         raise RemoteProtocolError(f"SIP: bad host {text[:60]!r}")
     if not rest:
         return host, None
-    if not rest.startswith(":") or not rest[1:].isdigit() or len(rest) > 6:
+    if not rest.startswith(":") or not _digits(rest[1:]) or len(rest) > 6:
         raise RemoteProtocolError(f"SIP: bad port in {text[:60]!r}")
     port = int(rest[1:])
     if not 0 < port <= 65535:
@@ -526,7 +531,7 @@ def parse_name_addr(value: str) -> NameAddr:
 def parse_cseq(value: str) -> tuple[int, str]:
     """``"314159 INVITE"`` -> (314159, "INVITE"); the number must fit 31 bits."""
     parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or len(parts[0]) > 10:
+    if len(parts) != 2 or not _digits(parts[0]) or len(parts[0]) > 10:
         raise RemoteProtocolError(f"SIP: bad CSeq {value[:40]!r}")
     number = int(parts[0])
     if number >= 1 << 31 or not _TOKEN.match(parts[1]):

@@ -37,6 +37,11 @@ Addr = tuple[str, int]
 _DIGITS: Final = "0123456789*#ABCD"
 
 
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts superscripts that ``int`` refuses)."""
+    return text.isascii() and text.isdigit()
+
+
 @dataclass(frozen=True, slots=True)
 class Send:
     data: bytes
@@ -168,7 +173,7 @@ def dtmf_from_info(request: SipRequest) -> tuple[str, int] | None:
             fields[k.strip().lower()] = v.strip()
         digit = fields.get("signal", "")[:1]
         dur = fields.get("duration", "250")
-        duration = int(dur) if dur.isdigit() and len(dur) < 7 else 250
+        duration = int(dur) if _digits(dur) and len(dur) < 7 else 250
     else:
         return None
     digit = digit.upper()
