@@ -29,6 +29,9 @@ Example::
       public_ip: 203.0.113.7  # advertised in Contact and SDP when behind NAT
       rtp_port_min: 20000
       rtp_port_max: 20999
+    webrtc:
+      enabled: true         # browser calls: POST /webrtc/offer, the playground page at /
+      ice_servers: [stun:stun.example.com:3478]   # none: host candidates only (LAN)
 """
 
 from __future__ import annotations
@@ -211,6 +214,20 @@ class SipConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebRtcConfig:
+    """Browser calls over WebRTC and the playground page (see docs/webrtc.md); off by default."""
+
+    enabled: bool = False
+    playground: bool = True  # serve the page at / and /playground
+    ice_servers: list[str] = field(default_factory=list)  # e.g. stun:stun.example.com:3478
+    sample_rate_in: int = 16000  # what the agent hears
+    sample_rate_out: int = 48000  # what the agent speaks
+    jitter_capacity: int = 8  # aiortc's receive jitter buffer (packets, a power of two)
+    jitter_prefetch: int = 1  # frames it holds before decoding (aiortc's own default: 4)
+    connect_timeout_s: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
@@ -220,6 +237,7 @@ class Config:
     records: RecordsConfig = field(default_factory=RecordsConfig)
     otel: OtelConfig = field(default_factory=OtelConfig)
     sip: SipConfig = field(default_factory=SipConfig)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
 
 
 AGENT_KINDS = ("conversation", "echo", "bench_vad")
@@ -333,6 +351,11 @@ def validate(config: Config) -> Config:
         raise _Invalid(("sip", "port"), "must be 0-65535 (0 = SIP off)")
     if not 1024 <= sip.rtp_port_min < sip.rtp_port_max <= 65535:
         raise _Invalid(("sip", "rtp_port_min"), "need 1024 <= min < rtp_port_max <= 65535")
+    w = config.webrtc
+    if w.sample_rate_in not in (8000, 16000) or w.sample_rate_out not in (16000, 24000, 48000):
+        raise _Invalid(("webrtc",), "sample_rate_in: 8000 or 16000; sample_rate_out: 16/24/48 kHz")
+    if w.jitter_capacity not in (4, 8, 16, 32, 64) or w.jitter_prefetch not in range(5):
+        raise _Invalid(("webrtc", "jitter_capacity"), "capacity 4-64 (a power of 2), prefetch 0-4")
     return config
 
 

@@ -93,6 +93,8 @@ async def metrics_route(request: web.Request) -> web.Response:
 
 async def index(request: web.Request) -> web.Response:
     config = request.app[CONFIG_KEY]
+    if config.webrtc.enabled and config.webrtc.playground:
+        raise web.HTTPFound("/playground")  # the browser playground (docs/webrtc.md)
     text = (
         "harken agent server\n\n"
         f"agent: {config.agent.kind}\n"

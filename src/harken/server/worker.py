@@ -31,6 +31,7 @@ from harken.transports.carrier import AgentFactory, CallManager, CarrierSession
 from harken.transports.output import PlaybackSettings
 
 if TYPE_CHECKING:
+    from harken.server.playground import Playground
     from harken.transports.sip_server import SipServer
 
 log = logging.getLogger("harken.server")
@@ -94,6 +95,7 @@ class Worker:
         self._media: asyncio.base_events.Server | None = None
         self._runner: web.AppRunner | None = None
         self._recorder: CallRecorder | None = None
+        self.playground: Playground | None = None  # browser calls (webrtc.enabled)
         self.sip: SipServer | None = None  # direct SIP/RTP (sip.port set)
         self.sip_port = 0
 
@@ -132,15 +134,14 @@ class Worker:
             s.host, s.media_port, self.manager, self.make_session, reuse_port=self.reuse_port
         )
         self.media_port = self._media.sockets[0].getsockname()[1]
-        self._runner = web.AppRunner(
-            build_app(
-                self.config,
-                self.manager,
-                self.media_port,
-                self._recorder.store if self._recorder is not None else None,
-            ),
-            access_log=None,
+        app = build_app(
+            self.config,
+            self.manager,
+            self.media_port,
+            self._recorder.store if self._recorder is not None else None,
         )
+        self._mount_webrtc(app)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.port, reuse_port=self.reuse_port or None)
         await site.start()
@@ -168,6 +169,16 @@ class Worker:
             for session in left:
                 session.fail("drain timeout", 1001, "server shutting down")
             await asyncio.sleep(0.1)
+
+    def _mount_webrtc(self, app: web.Application) -> None:
+        """Browser calls (``webrtc.enabled``): signalling and the playground page, sharing this
+        worker's agent factory and call admission."""
+        if not self.config.webrtc.enabled:
+            return
+        from harken.server.playground import Playground
+
+        self.playground = Playground(self.config.webrtc, self.manager, self._agent)
+        self.playground.add_routes(app)
 
     async def _open_records(self) -> None:
         """Call records for an agent that writes them (the conversation agent)."""
@@ -203,6 +214,9 @@ class Worker:
         self.sip_port = self.sip.port
 
     async def close(self) -> None:
+        if self.playground is not None:  # end every browser call, close its connection
+            await self.playground.close()
+            self.playground = None
         if self.sip is not None:  # BYE to every live SIP call, then the socket closes
             self.sip.close()
             self.sip = None
