@@ -153,6 +153,104 @@ def test_fused_g711_transcoders_equal_separate_steps() -> None:
             assert e1 == e2.tobytes()
 
 
+def _chunks(rng: np.random.Generator, total: int, frame: int) -> list[int]:
+    """Chunk sizes mixing whole frames (aligned and not) with ragged pieces."""
+    sizes: list[int] = []
+    while sum(sizes) < total:
+        kind = rng.integers(0, 4)
+        if kind == 0:
+            sizes.append(int(rng.integers(1, 2 * frame)))
+        else:
+            sizes += [frame] * int(rng.integers(1, 20))
+    return sizes
+
+
+def _adjacent_codes(a: bytes, b: bytes, law: str) -> bool:
+    """Equal, or differing only by one quantisation step (a 1-LSB difference before encoding)."""
+    da = np.frombuffer(g711.decode_array(law, a), np.int16).astype(int)
+    db = np.frombuffer(g711.decode_array(law, b), np.int16).astype(int)
+    levels = np.unique(g711.decode_table(law).astype(int))
+    ia, ib = np.searchsorted(levels, da), np.searchsorted(levels, db)
+    return len(a) == len(b) and int(np.abs(ia - ib).max(initial=0)) <= 1
+
+
+@pytest.mark.parametrize(("src", "dst"), [(8000, 16000), (16000, 8000), (48000, 16000)])
+def test_frame_fast_path_and_ragged_chunks_mix(src: int, dst: int) -> None:
+    """20 ms frames (the preallocated fast path), ragged chunks and frames that arrive with a
+    partial block pending all share one delay line: the stream equals one-shot conversion, over
+    many trips round the delay line, and ``process_array`` agrees with ``process``."""
+    rng = np.random.default_rng(11)
+    x = (rng.standard_normal(3 * src) * 6000).astype(np.int16)
+    whole = np.frombuffer(Resampler(src, dst).process(x.tobytes()), np.int16).astype(int)
+    r, ra = Resampler(src, dst), Resampler(src, dst)
+    got, got_a, pos = [], [], 0
+    for n in _chunks(rng, len(x), frame_samples(src)):
+        piece = x[pos : pos + n]
+        got.append(np.frombuffer(r.process(piece.tobytes()), np.int16))
+        got_a.append(ra.process_array(piece))
+        pos += n
+    stream_out = np.concatenate(got).astype(int)
+    assert np.array_equal(stream_out, np.concatenate(got_a))
+    assert len(stream_out) == len(whole)
+    assert np.abs(stream_out - whole).max() <= 1
+
+
+def test_process_array_returns_fresh_arrays() -> None:
+    r = Resampler(8000, 16000)
+    frame = sine(8000, 440.0, 0.02)
+    first = r.process_array(frame)
+    keep = first.copy()
+    r.process_array(-frame)
+    assert np.array_equal(first, keep)
+
+
+def test_memoryviews_of_other_formats_are_taken_as_raw_bytes() -> None:
+    x = sine(16000, 440.0, 0.04)
+    a, b = Resampler(16000, 8000), Resampler(16000, 8000)
+    for i in range(0, len(x), 320):
+        piece = x[i : i + 320]
+        assert a.process(memoryview(piece)) == b.process(piece.tobytes())  # format "h"
+    frame = x[:640]  # 640 int16 items: len() of the view equals a 20 ms frame's byte count
+    assert a.process(memoryview(frame)) == b.process(frame.tobytes())
+
+
+@pytest.mark.parametrize(("law", "rate"), [("ulaw", 16000), ("alaw", 16000), ("alaw", 48000)])
+def test_g711_transcoders_any_chunking_and_reset(law: str, rate: int) -> None:
+    """The decoder's delay line holds codes (A-law has no code for silence, so the stream's
+    start is zeroed separately): any chunking matches 20 ms frames, and after ``reset`` the
+    output equals a fresh transcoder's."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(8000 * 2) * 5000).astype(np.int16)
+    codes = g711.encode_array(law, x).tobytes()
+    framed = G711Decoder(law, rate)
+    ref = b"".join(framed.decode(codes[i : i + 160]) for i in range(0, len(codes), 160))
+    dec = G711Decoder(law, rate)
+    out, pos = [], 0
+    for n in _chunks(rng, len(codes), 160):
+        out.append(dec.decode(codes[pos : pos + n]))
+        pos += n
+    got = np.frombuffer(b"".join(out), np.int16).astype(int)
+    want = np.frombuffer(ref, np.int16).astype(int)
+    assert len(got) == len(want) and np.abs(got - want).max() <= 1
+    pcm = b"".join(out)
+    step = 2 * frame_samples(rate)
+    framed_enc = G711Encoder(law, rate)
+    ref_codes = b"".join(framed_enc.encode(pcm[i : i + step]) for i in range(0, len(pcm), step))
+    enc = G711Encoder(law, rate)
+    parts, pos = [], 0
+    for n in _chunks(rng, len(pcm) // 2, step // 2):
+        parts.append(enc.encode(pcm[pos : pos + 2 * n]))
+        pos += 2 * n
+    assert _adjacent_codes(b"".join(parts), ref_codes, law)
+    for t in (dec, enc):
+        t.reset()
+    fresh_dec, fresh_enc = G711Decoder(law, rate), G711Encoder(law, rate)
+    for i in range(0, 1600, 160):
+        assert dec.decode(codes[i : i + 160]) == fresh_dec.decode(codes[i : i + 160])
+        p = pcm[i * rate // 4000 : (i + 160) * rate // 4000]
+        assert enc.encode(p) == fresh_enc.encode(p)
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.integers(0, 1500), min_size=1, max_size=40), st.sampled_from([8000, 16000, 22050])

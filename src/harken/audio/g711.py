@@ -10,10 +10,10 @@ Bit-exact with the Sun/CCITT reference implementation (``g711.c``), which is als
 Every table is built once at import with numpy (no per-sample Python). Encoding indexes a
 65,536-entry table with the samples' unsigned 16-bit view, so ``encode`` is one ``take``.
 
-Besides the table for int16 input there are tables indexed by ``trunc(2*y)`` for a float sample
-``y`` (see :func:`harken.audio.resample.round_index`): they fold *round half away from zero,
-clip to int16, encode* into one lookup and let the resampler feed the encoder without an int16
-round trip (:class:`harken.audio.transcode.G711Encoder`).
+:mod:`harken.audio.transcode` derives from these tables one indexed by ``trunc(2*y)`` for a float
+sample ``y`` (the index of :data:`harken.audio.resample.ROUND_TABLE`): it folds *round half away
+from zero, clip to int16, encode* into one lookup and lets the resampler feed the encoder without
+an int16 round trip (:class:`harken.audio.transcode.G711Encoder`).
 """
 
 from __future__ import annotations

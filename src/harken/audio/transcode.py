@@ -2,10 +2,14 @@
 
 A telephone transport receives 8 kHz µ-law/A-law and hands the pipeline 16-bit PCM at the
 pipeline's rate (usually 16 kHz); on the way out it does the reverse. Doing each direction as
-one object saves the intermediate int16 array: the decoder writes decoded samples straight into
-the resampler's delay line (one table lookup), and the encoder turns the filter output into
-G.711 codes with one lookup on ``trunc(2*y)`` (the same index :data:`ROUND_TABLE` uses), so the
-result is bit-identical to resample -> round -> encode done separately.
+one object saves the intermediate int16 array:
+
+* the decoder keeps the *code bytes* in the resampler's delay line (writing a payload is a byte
+  copy) and decodes while gathering the filter windows: one ``take`` through a 256-entry
+  code -> float32 table, indexed by the strided window view of the codes;
+* the encoder turns the filter output into G.711 codes with one lookup on ``trunc(2*y)`` (the
+  same index :data:`ROUND_TABLE` uses), so the result is bit-identical to
+  resample -> round -> encode done separately.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from harken.errors import AudioError
 __all__ = ["G711_RATE", "G711Decoder", "G711Encoder"]
 
 G711_RATE: Final = 8000
+_FRAME: Final = G711_RATE // 50  # 20 ms of codes: the fast path's chunk
 _U8: Final = np.dtype(np.uint8)
 _I16: Final = np.dtype("<i2")
 _U16: Final = np.dtype("<u2")
@@ -36,6 +41,13 @@ def _encode_by_index(law: Law) -> npt.NDArray[np.uint8]:
 _ENC_BY_INDEX: Final[dict[str, npt.NDArray[np.uint8]]] = {}
 
 
+def _by_index(law: Law) -> npt.NDArray[np.uint8]:
+    table = _ENC_BY_INDEX.get(law)
+    if table is None:
+        table = _ENC_BY_INDEX[law] = _encode_by_index(law)
+    return table
+
+
 class G711Decoder:
     """G.711 bytes (8 kHz) -> 16-bit PCM bytes at ``rate``, keeping resampler state across calls."""
 
@@ -46,19 +58,17 @@ class G711Decoder:
         self.rate = rate
         self._lut_i = decode_table(law)
         self._lut_f = self._lut_i.astype(np.float32)
+        self._lut_f.flags.writeable = False
         self._resampler = Resampler(G711_RATE, rate, quality=quality)
-        self._fir: _FirStream | None = self._resampler._fir
+        fir = self._resampler._fir
+        # the resampler's filter design, with a delay line of code bytes decoded on gathering
+        self._fir = None if fir is None else _FirStream(fir._k, _FRAME, ROUND_TABLE, self._lut_f)
 
     def decode(self, payload: bytes | bytearray | memoryview) -> bytes:
         """Decode one payload (any length; 160 bytes is 20 ms) and resample it."""
         fir = self._fir
-        if fir is not None and len(payload) <= fir.max_chunk:
-            slot, rows = fir.claim(len(payload))
-            self._lut_f.take(np.frombuffer(payload, _U8), None, slot, "clip")
-            if rows is None:
-                return b""
-            j = rows.dot(fir.matrix).astype(np.intp)
-            return bytes(ROUND_TABLE.take(j, None, None, "wrap").tobytes())
+        if fir is not None:
+            return fir.push(payload)
         pcm = self._lut_i.take(np.frombuffer(payload, _U8))
         if self._resampler.engine == "passthrough":
             return pcm.tobytes()
@@ -72,36 +82,31 @@ class G711Decoder:
     def reset(self) -> None:
         """Start a new stream."""
         self._resampler.reset()
+        if self._fir is not None:
+            self._fir.reset()
 
 
 class G711Encoder:
     """16-bit PCM bytes at ``rate`` -> G.711 bytes at 8 kHz, keeping resampler state."""
 
-    __slots__ = ("_by_index", "_enc", "_fir", "_resampler", "law", "rate")
+    __slots__ = ("_enc", "_fir", "_resampler", "law", "rate")
 
     def __init__(self, law: Law = "ulaw", rate: int = G711_RATE, *, quality: str = "voice") -> None:
         self.law = law
         self.rate = rate
         self._enc = encode_table(law)
-        by_index = _ENC_BY_INDEX.get(law)
-        if by_index is None:
-            by_index = _ENC_BY_INDEX[law] = _encode_by_index(law)
-        self._by_index = by_index
         self._resampler = Resampler(rate, G711_RATE, quality=quality)
-        self._fir: _FirStream | None = self._resampler._fir
+        fir = self._resampler._fir
+        # the resampler's filter design, with its output indexing a rounding+encoding table
+        self._fir = None if fir is None else _FirStream(fir._k, rate // 50, _by_index(law))
 
     def encode(self, pcm: bytes | bytearray | memoryview) -> bytes:
-        """Resample one chunk of int16 PCM (320 bytes is 10 ms at 16 kHz) and encode it."""
+        """Resample one chunk of int16 PCM (640 bytes is 20 ms at 16 kHz) and encode it."""
         if len(pcm) & 1:
             raise AudioError(f"16-bit PCM must have an even number of bytes, got {len(pcm)}")
         fir = self._fir
-        if fir is not None and len(pcm) <= 2 * fir.max_chunk:
-            slot, rows = fir.claim(len(pcm) >> 1)
-            slot[...] = np.frombuffer(pcm, _I16)
-            if rows is None:
-                return b""
-            j = rows.dot(fir.matrix).astype(np.intp)
-            return bytes(self._by_index.take(j, None, None, "wrap").tobytes())
+        if fir is not None:
+            return fir.push(pcm)
         if self._resampler.engine == "passthrough":
             return self._enc.take(np.frombuffer(pcm, _U16)).tobytes()
         out = self._resampler.process_array(np.frombuffer(pcm, _I16))
@@ -115,3 +120,5 @@ class G711Encoder:
     def reset(self) -> None:
         """Start a new stream."""
         self._resampler.reset()
+        if self._fir is not None:
+            self._fir.reset()

@@ -5,7 +5,10 @@
   (:class:`G711Encoder`), the way a telephone transport does it in and out. Timed per frame
   (``perf_counter_ns`` around each call pair), median and p99 over many frames; the best of
   ``--repeats`` runs is reported next to the median of runs, since other processes share the
-  machine. Component figures (each direction alone, G.711 alone, soxr per call) go alongside.
+  machine. Component figures (each direction alone, G.711 alone, soxr per call) go alongside,
+  and ``chain_unfused``: the same round trip through the separate public calls a transport and
+  the pipeline make today (``g711.ulaw_decode`` in ``transports.wire_audio``, then
+  :class:`Resampler` 8->16 and 16->8 kHz, then ``g711.ulaw_encode``).
 * **Jitter buffer**: the scenario from the issue (5% random loss, 40 ms jitter, 2% reordering,
   sequence and timestamp wrap) on a simulated clock, with the buffer's statistics and the
   jitter's true 95th percentile.
@@ -84,8 +87,14 @@ def bench_roundtrip(frames: int, repeats: int) -> dict[str, Any]:
 
     up, down = Resampler(8000, 16000), Resampler(16000, 8000)
     pcm8 = voice.tobytes()
+    up2, down2 = Resampler(8000, 16000), Resampler(16000, 8000)
+
+    def chain_unfused() -> bytes:
+        return g711.ulaw_encode(down2.process(up2.process(g711.ulaw_decode(ulaw))))
+
     out: dict[str, Any] = {
         "chain": _time_calls(chain, frames, repeats),
+        "chain_unfused": _time_calls(chain_unfused, frames, repeats),
         "decode_8k_to_16k": _time_calls(lambda: dec.decode(ulaw), frames, repeats),
         "encode_16k_to_8k": _time_calls(lambda: enc.encode(pcm16), frames, repeats),
         "ulaw_decode_only": _time_calls(lambda: g711.ulaw_decode(ulaw), frames, repeats),
