@@ -43,19 +43,23 @@ async def test_demo_booking_completes_and_agent_hangs_up(conversation_worker: Ma
     async with connect(worker) as em:
         await agent_quiet(em)
         engine: ConversationEngine = engine_of(worker)
-        for _ in range(12):
+        line = SCRIPT[0][1]
+        for _ in range(14):
             said = engine.replies[-1].spoken
-            line = answer_for(said)
-            assert line is not None, f"the caller has no answer to {said!r}"
+            # a cue the agent gave, else (it did not catch us) the caller says it again
+            line = answer_for(said) or line
             if line.startswith("#"):
                 for digit in line[1:] + "#":
                     await em.dtmf(digit)
                     await asyncio.sleep(0.05)
             else:
                 await em.play(voices[line])
-            if line == SCRIPT[-1][1]:
+            try:
+                await agent_quiet(em)
+            except (TimeoutError, ConnectionResetError):
                 break
-            await agent_quiet(em)
+            if em.closed:
+                break
         await em.wait_closed(30)  # the agent says goodbye and hangs up
     booked = [t for r in engine.replies for t in r.tools if t.name == "book_table"]
     assert len(booked) == 1 and booked[0].ok, booked

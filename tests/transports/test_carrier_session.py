@@ -294,7 +294,7 @@ async def test_a_stall_does_not_add_lasting_latency_to_live_audio() -> None:
 
 
 async def test_pause_holds_audio_without_loss_and_resume_continues() -> None:
-    s, link, spy = session(deadman_margin_s=0.05)
+    s, link, spy = session(deadman_margin_s=0.2)
     s.receive_text(start_msg())
     await settle()
     out = s.output
@@ -304,11 +304,14 @@ async def test_pause_holds_audio_without_loss_and_resume_continues() -> None:
     out.on_down(TTSStoppedFrame(utterance_id=7))
     assert len(link.of("media")) == 4
     s.call.system(PausePlaybackFrame())
-    await asyncio.sleep(0.3)  # longer than the deadman margin: it must not fire while held
+    await asyncio.sleep(0.5)  # longer than the deadman margin: it must not fire while held
     assert len(link.of("media")) == 4 and not link.of("clear")
     assert spy.of(AgentStoppedSpeakingFrame) == []
     s.call.system(ResumePlaybackFrame())
-    await asyncio.sleep(0.55)
+    async with asyncio.timeout(3):
+        while len(link.of("media")) < 25:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
     assert len(link.of("media")) == 25  # every chunk of the utterance, nothing dropped
     for m in link.of("mark"):
         s.receive_text(mark_msg(m["mark"]["name"]))  # type: ignore[index]
