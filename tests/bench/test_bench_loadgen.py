@@ -27,24 +27,15 @@ from harken.protocols.events import StreamStarted
 from harken.server import config as config_mod
 from harken.server.worker import Worker
 from harken.testing.stages import Recorder
+from harken.testing.workers import start_worker, stop_worker
 
 
 async def _worker(agent: object = None) -> Worker:
-    data = {"server": {"port": 0, "media_port": 0}, "agent": {"kind": "echo"}}
-    cfg = config_mod._build(config_mod.Config, data, "c")
-    worker = Worker(config_mod.validate(cfg), agent=agent)  # type: ignore[arg-type]
-    await worker.start()
-    return worker
+    return await start_worker({"agent": {"kind": "echo"}}, agent)  # type: ignore[arg-type]
 
 
 async def _stop(worker: Worker) -> None:
-    worker.manager.draining = True
-    for session in list(worker.manager.sessions):
-        session.fail("test over", 1001, "test over")
-    await asyncio.sleep(0.05)
-    await worker.close()
-    if worker._media is not None:
-        worker._media.close()
+    await stop_worker(worker)
 
 
 @pytest.fixture

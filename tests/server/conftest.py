@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -14,8 +13,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from harken.server import config as config_mod
 from harken.server.worker import Worker
+from harken.testing.workers import start_worker, stop_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,27 +26,16 @@ async def make_worker() -> AsyncIterator[object]:
     async def make(
         overrides: dict[str, dict[str, object]] | None = None, agent: object = None
     ) -> Worker:
-        data: dict[str, dict[str, object]] = {
-            "server": {"port": 0, "media_port": 0},
-            "agent": {"kind": "echo"},
-        }
+        data: dict[str, dict[str, object]] = {"agent": {"kind": "echo"}}
         for section, values in (overrides or {}).items():
             data.setdefault(section, {}).update(values)
-        cfg = config_mod._build(config_mod.Config, data, "config")
-        worker = Worker(config_mod.validate(cfg), agent=agent)  # type: ignore[arg-type]
-        await worker.start()
+        worker = await start_worker(data, agent)  # type: ignore[arg-type]
         workers.append(worker)
         return worker
 
     yield make
     for worker in workers:
-        worker.manager.draining = True
-        for session in list(worker.manager.sessions):
-            session.fail("test over", 1001, "test over")
-        await asyncio.sleep(0.05)
-        await worker.close()
-        if worker._media is not None:
-            worker._media.close()
+        await stop_worker(worker)
 
 
 class ServerProcess:
