@@ -91,6 +91,19 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
 
 
+def _add_call(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from harken.sim.cli import add_arguments
+
+    call = sub.add_parser(
+        "call",
+        help="simulated callers: play scripted calls and measure the conversation's seams",
+        description="Dial a running harken over the Twilio protocol (or --spawn one), play "
+        "YAML caller scenarios and report voice-to-voice latency, barge-in stop latency, false "
+        "cut-offs, dead air and backchannels (docs/quality.md).",
+    )
+    add_arguments(call)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="harken",
@@ -101,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(sub)
     _add_bench(sub)
     _add_calls(sub)
+    _add_call(sub)
     return parser
 
 
@@ -112,6 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harken.server.main import serve
 
         return serve(args)
+    if args.command == "call":
+        from harken.sim.cli import run as run_call
+
+        return run_call(args)
     if args.command == "calls":
         from harken.records.cli import run
 
