@@ -318,3 +318,23 @@ async def test_brain_hangup_goes_after_the_words() -> None:
     assert kinds[-2:] == ["LLMResponseEndFrame", "HangupFrame"]
     assert engine.state is State.ENDING
     call.cancel()
+
+
+async def test_speech_begun_over_the_agents_last_words_is_answered() -> None:
+    brain = ScriptedBrain()
+    settings = EngineSettings(barge_in=BargeInParams(interrupt_min_s=5), idle_s=0.05)
+    call, engine, _ = await make(brain, settings)
+    call.system(AgentStartedSpeakingFrame(utterance_id=1))
+    call.system(UserStartedSpeakingFrame(timestamp=2.0))  # over the greeting's last words
+    call.system(
+        AgentStoppedSpeakingFrame(utterance_id=1, played_s=1, interrupted=False, strategy="mark")
+    )
+    assert engine.state is State.USER_SPEAKING
+    await asyncio.sleep(0.1)
+    assert brain.idles == []  # no idle prompt while the caller talks
+    call.system(UserStoppedSpeakingFrame(timestamp=3.0))
+    call.system(UserTurnEndFrame(speech_end=3.0, reason="model"))
+    call.feed(TranscriptFrame("at six pm", final=True))
+    await settle()
+    assert brain.texts == ["at six pm"]
+    call.cancel()

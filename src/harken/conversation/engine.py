@@ -510,7 +510,12 @@ class ConversationEngine(Stage):
             return  # the caller's turn (or the rest of this reply) goes on
         self._reply = None
         if self.machine.fire("done"):
-            self._arm_idle()
+            if self._speech_start is not None:  # the caller is mid-sentence: their turn
+                self.barge.reset()
+                self._hold(False)
+                self.machine.fire("user_start")
+            else:
+                self._arm_idle()
 
     # --- lifecycle ------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ Events and the table (anything not listed is ignored and counted in ``ignored``)
     STARTING        idle_wait    -> LISTENING       (no greeting)
     LISTENING       user_start   -> USER_SPEAKING
     LISTENING       reply        -> THINKING        (idle prompt, DTMF, time limit)
+    LISTENING       turn_end     -> THINKING        (a turn begun over the agent's last words)
     USER_SPEAKING   turn_end     -> THINKING        (waiting for the final transcript)
     USER_SPEAKING   reply        -> THINKING        (DTMF entered while speaking)
     USER_SPEAKING   idle_wait    -> LISTENING       (the turn ended empty)
@@ -60,6 +61,7 @@ TRANSITIONS: Final[dict[tuple[State, str], State]] = {
     (S.STARTING, "idle_wait"): S.LISTENING,
     (S.LISTENING, "user_start"): S.USER_SPEAKING,
     (S.LISTENING, "reply"): S.THINKING,
+    (S.LISTENING, "turn_end"): S.THINKING,
     (S.USER_SPEAKING, "turn_end"): S.THINKING,
     (S.USER_SPEAKING, "reply"): S.THINKING,
     (S.USER_SPEAKING, "idle_wait"): S.LISTENING,
