@@ -292,6 +292,14 @@ async def test_early_pass_when_the_audio_turns_quiet_and_pass_coverage(
     assert not t._covers(size - 640, 1.0, None)
     assert t._covers(size - 640, 1.07, 1.0)
     assert not t._covers(size - 640, 1.03, 1.0)
+    # ... or, by the level watch: the pass ended on 100 ms of quiet and only quiet came after
+    for _ in range(3):
+        t.feed(quiet)
+    size = len(t.buffer)
+    assert t._covers(size - 3 * 640, None, None)
+    assert not t._covers(size - 4 * 640, None, None)  # it ended on 80 ms of quiet only
+    t.feed(loud)
+    assert not t._covers(size - 3 * 640, None, None)  # speech came after it
     await t.aclose()
     # the real thing: speech in, the final text out
     t = AgreementTranscriber(whisper)

@@ -9,8 +9,10 @@ usual choice and the default.
 
 How the pieces fit (see :class:`~harken.speech.stt.service.SttService`):
 
-* words committed *inside* the current buffer are forced as the decoder's prefix, so each new
-  pass only decodes the continuation (:func:`continuation` recovers it from the engine's text);
+* each pass decodes the whole buffer freely by default; :func:`continuation` takes the words
+  after the committed ones (aligned by position). With ``force_prefix=True`` the committed words
+  are forced as the decoder's prefix instead (slower and less accurate with CTranslate2's
+  Whisper: see :mod:`~harken.speech.stt.transcriber`);
 * when the buffer grows past a limit it is trimmed at the end of the last committed word
   (:func:`trim_plan`); the words before the cut move into the **context**, given to the engine
   as its prompt, and :func:`strip_overlap` drops a committed word the next hypothesis repeats

@@ -11,14 +11,15 @@
 * past ``max_buffer_s`` the buffer is trimmed at the end of the committed words (where the
   engine can align words to audio), and those words become the prompt;
 * :meth:`finish` (the caller stopped) returns the final text. A pass that already heard all the
-  speech (every sample of the buffer, or everything up to the VAD's end of speech) stands as
-  the final; otherwise one *final pass* runs over the buffer at once, beside any partial still
-  in flight, never waiting for it. Passes decode freely by default (``force_prefix=False``):
-  forcing the committed words as the decoder's prefix made finals *worse* (espeak voice, 50
-  clips: 14.0% WER against 9.7%, the same as one whole-clip pass) and *slower* (CTranslate2
-  feeds a forced prefix one decoder step per token, 214 ms against 172 ms p50), because two
-  passes over audio cut mid-word sometimes agree on a wrong word. Committed words are stable
-  *interim* text, not a constraint on the final;
+  speech (every sample of the buffer, everything up to the VAD's end of speech, or, by the
+  level watch below, a pass that ended on ``early_quiet_s`` of quiet with only quiet after it)
+  stands as the final; otherwise one *final pass* runs over the buffer at once, beside any
+  partial still in flight, never waiting for it. Passes decode freely by default
+  (``force_prefix=False``): forcing the committed words as the decoder's prefix made finals
+  *worse* (espeak voice, 50 clips: 14.0% WER against 9.7%, the same as one whole-clip pass) and
+  *slower* (CTranslate2 feeds a forced prefix one decoder step per token, 214 ms against 172 ms
+  p50), because two passes over audio cut mid-word sometimes agree on a wrong word. Committed
+  words are stable *interim* text, not a constraint on the final;
 * when the audio turns quiet for ``early_quiet_s`` (26 dB under the turn's loudest frame), a
   pass starts at once rather than at the next step, so it has usually heard the whole
   utterance by the time the VAD (~200 ms later) reports the stop.
@@ -188,7 +189,8 @@ class AgreementTranscriber:
             size = len(self.buffer)
             force, self._force = self._force, False
             fresh = size - done_len
-            if size < self.min_audio or fresh < (self.step // 2 if force else self.step):
+            # an early pass needs only early_quiet_s of new audio (it is one per pause)
+            if size < self.min_audio or fresh < (self.early_quiet if force else self.step):
                 continue
             epoch = self._epoch
             prefix = " ".join(self.agreement.committed)
@@ -240,8 +242,16 @@ class AgreementTranscriber:
 
     def _covers(self, size: int, media: float | None, speech_end: float | None) -> bool:
         """Whether a pass over the first ``size`` bytes heard all the speech: it had the whole
-        buffer, or what came after it is silence (the audio after ``speech_end``)."""
+        buffer, or what came after it is silence: the audio after ``speech_end`` (the VAD's
+        end of speech), or, by the level watch, quiet audio after a pass that itself ended on
+        at least ``early_quiet_s`` of quiet (the early pass, typically)."""
         if size == len(self.buffer):
+            return True
+        if (
+            self.early_quiet
+            and self._peak > 0
+            and self._quiet >= len(self.buffer) - size + self.early_quiet
+        ):
             return True
         return speech_end is not None and media is not None and media >= speech_end + _END_MARGIN_S
 
