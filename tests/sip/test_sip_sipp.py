@@ -31,7 +31,7 @@ from harken.protocols.events import StreamStarted
 from harken.protocols.rtp import parse_rtp
 from harken.server import config as config_mod
 from harken.server.worker import Worker
-from harken.testing import Recorder
+from harken.testing import Recorder, workers
 from harken.transports.rtp_session import RtpSession
 
 from .conftest import free_udp_port
@@ -79,7 +79,7 @@ class Looped:
 
 async def start_worker(agent: Any, sip_port: int, **agent_config: Any) -> Worker:
     data: dict[str, Any] = {
-        "server": {"port": 0, "media_port": 0, "max_calls": 200},
+        "server": {"max_calls": 200},
         "agent": {"kind": "echo", **agent_config},
         "records": {"enabled": False},
         "sip": {
@@ -89,20 +89,10 @@ async def start_worker(agent: Any, sip_port: int, **agent_config: Any) -> Worker
             "rtp_port_max": 25999,
         },
     }
-    cfg = config_mod.validate(config_mod._build(config_mod.Config, data, "config"))
-    worker = Worker(cfg, agent=agent)
-    await worker.start()
-    return worker
+    return await workers.start_worker(data, agent)
 
 
-async def stop_worker(worker: Worker) -> None:
-    worker.manager.draining = True
-    for session in list(worker.manager.sessions):
-        session.fail("test over", 1001, "test over")
-    await asyncio.sleep(0.05)
-    await worker.close()
-    if worker._media is not None:
-        worker._media.close()
+stop_worker = workers.stop_worker
 
 
 async def run_sipp(
