@@ -78,13 +78,19 @@ class TextFrame(Frame):
 
 @dataclass(slots=True)
 class TranscriptFrame(Frame):
-    """Speech recognised from the caller. ``final`` is False for interim (partial) results."""
+    """Speech recognised from the caller. ``final`` is False for interim (partial) results.
+
+    ``speculative`` marks an interim that reads *all* the speech up to the caller's latest stop
+    (the final the turn gets unless speech resumes): turn detection and barge-in can act on it
+    before the turn is over.
+    """
 
     text: str
     final: bool = True
     confidence: float | None = None
     language: str | None = None
     timestamp: float = 0.0
+    speculative: bool = False
 
 
 @dataclass(slots=True)

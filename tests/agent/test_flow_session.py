@@ -491,3 +491,19 @@ def test_anything_else_tells_thanks_from_yes(text: str, node: str) -> None:
     request = confirmed(session)
     session.on_tool_result(request.call_id, book_table(**request.args))
     assert session.on_text(text).node == node
+
+
+def test_keys_complete_tells_a_whole_entry_from_one_still_being_typed() -> None:
+    fresh = new_session()
+    assert fresh.keys_complete("0")  # the operator: no need to wait for more keys
+    assert fresh.keys_complete("*")  # repeat
+    assert not fresh.keys_complete("7") and not fresh.keys_complete("")
+    phone = booked_session("a table for 2 tonight at 8", "lee")
+    assert not phone.keys_complete("555")
+    assert not phone.keys_complete("5558675309")  # a longer number may follow: "#" ends it
+    assert phone.keys_complete("1" * 15)  # the slot's max_digits
+    assert not phone.keys_complete("1" * 14 + "*1")  # "*" cleared what was typed
+    party = booked_session("book a table")
+    assert not party.keys_complete("1")  # 1, or 12: only "#" or the timeout can tell
+    confirm = booked_session("a table for 2 tonight at 8", "lee", "skip")
+    assert confirm.keys_complete("1") and confirm.keys_complete("2")

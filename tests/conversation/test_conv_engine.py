@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import numpy as np
+
 from harken.conversation import (
     BargeInParams,
     ConversationEngine,
@@ -24,6 +26,8 @@ from harken.frames import (
     InterruptionFrame,
     LLMResponseEndFrame,
     LLMResponseStartFrame,
+    PausePlaybackFrame,
+    ResumePlaybackFrame,
     StartFrame,
     TextFrame,
     TranscriptFrame,
@@ -35,6 +39,8 @@ from harken.pipeline import Call, Pipeline
 from harken.testing.stages import Recorder
 
 SILENCE_20MS = bytes(320)
+# caller speech stand-in: a 440 Hz tone at about -13 dBFS (above the barge-in level floor)
+SPEECH_20MS = (np.sin(2 * np.pi * 440 * np.arange(160) / 8000) * 8000).astype(np.int16).tobytes()
 
 
 class ScriptedBrain:
@@ -151,10 +157,10 @@ async def test_empty_turn_returns_to_listening_after_timeout() -> None:
     call.cancel()
 
 
-def feed_audio(call: Call, start: float, seconds: float) -> None:
+def feed_audio(call: Call, start: float, seconds: float, pcm: bytes = SPEECH_20MS) -> None:
     t = start
     while t < start + seconds - 1e-9:
-        call.feed(AudioFrame(SILENCE_20MS, 8000, timestamp=t))
+        call.feed(AudioFrame(pcm, 8000, timestamp=t))
         t += 0.02
 
 
@@ -209,6 +215,54 @@ async def test_backchannel_does_not_interrupt_however_long() -> None:
     await settle()
     assert call.generation == gen and engine.state is State.AGENT_SPEAKING
     assert engine.backchannels == 1 and engine.interruptions == 0
+    call.cancel()
+
+
+async def test_short_speech_over_the_agent_waits_for_its_words() -> None:
+    """ "Yeah." is over before the time threshold: its words decide, and they are a backchannel;
+    "Stop." is as short but interrupts; no words at all resume the agent after a while."""
+    settings = EngineSettings(barge_in=BargeInParams(interrupt_min_s=0.5), barge_words_s=0.1)
+    for words, interrupts in (("Yeah.", False), ("Stop.", True), ("Uh-huh, okay.", False)):
+        brain = ScriptedBrain()
+        call, engine, rec = await make(brain, settings)
+        call.system(AgentStartedSpeakingFrame(utterance_id=1))
+        gen = call.generation
+        call.system(UserStartedSpeakingFrame(timestamp=2.0))
+        assert rec.of(PausePlaybackFrame)  # held at once
+        feed_audio(call, 2.0, 0.3)
+        feed_audio(call, 2.3, 0.4, SILENCE_20MS)  # past the threshold, but quiet: not yet
+        assert call.generation == gen
+        call.system(UserStoppedSpeakingFrame(timestamp=2.3))
+        assert not rec.of(ResumePlaybackFrame)  # still held: the words are on their way
+        call.feed(TranscriptFrame(words, final=False, speculative=True))
+        assert call.generation == (gen + 1 if interrupts else gen), words
+        assert engine.interruptions == int(interrupts)
+        assert engine.backchannels == int(not interrupts)
+        assert bool(rec.of(ResumePlaybackFrame)) is not interrupts
+        call.cancel()
+
+    brain = ScriptedBrain()
+    call, engine, rec = await make(brain, settings)
+    call.system(AgentStartedSpeakingFrame(utterance_id=1))
+    call.system(UserStartedSpeakingFrame(timestamp=2.0))
+    feed_audio(call, 2.0, 0.3)
+    call.system(UserStoppedSpeakingFrame(timestamp=2.3))
+    await asyncio.sleep(0.2)  # no transcript comes
+    assert engine.backchannels == 1 and rec.of(ResumePlaybackFrame)
+    call.cancel()
+
+
+async def test_speech_still_sounding_at_the_threshold_interrupts() -> None:
+    settings = EngineSettings(barge_in=BargeInParams(interrupt_min_s=0.5))
+    call, _engine, _ = await make(ScriptedBrain(), settings)
+    call.system(AgentStartedSpeakingFrame(utterance_id=1))
+    gen = call.generation
+    call.system(UserStartedSpeakingFrame(timestamp=2.0))
+    feed_audio(call, 2.0, 0.3)
+    feed_audio(call, 2.3, 0.3, SILENCE_20MS)  # a pause inside the sentence
+    assert call.generation == gen
+    feed_audio(call, 2.6, 0.02)  # the caller goes on
+    assert call.generation == gen + 1
     call.cancel()
 
 
@@ -337,4 +391,21 @@ async def test_speech_begun_over_the_agents_last_words_is_answered() -> None:
     call.feed(TranscriptFrame("at six pm", final=True))
     await settle()
     assert brain.texts == ["at six pm"]
+    call.cancel()
+
+
+async def test_dtmf_answered_at_once_when_the_brain_says_the_entry_is_whole() -> None:
+    class KeypadBrain(ScriptedBrain):
+        def dtmf_complete(self, digits: str) -> bool:
+            return digits == "0"
+
+    brain = KeypadBrain()
+    call, _engine, _rec = await make(brain, EngineSettings(dtmf_timeout_s=5))
+    play_through(call, 1)
+    call.system(DTMFFrame("0"))
+    await settle()
+    assert brain.digits == ["0"]  # not after the 5 s gather timeout
+    call.system(DTMFFrame("5"))
+    await settle()
+    assert brain.digits == ["0"]  # "5" is not whole: it waits for more keys
     call.cancel()

@@ -202,6 +202,26 @@ async def test_speech_resuming_before_the_turn_ends_is_one_turn(
     assert "table" in text and "internet" in text, text
 
 
+async def test_the_text_up_to_a_stop_is_sent_at_once_as_a_speculative_interim(
+    whisper: WhisperEngine, clips: list[Utterance]
+) -> None:
+    h = Harness(SttService(whisper))
+    await h.call.start()
+    h.call.system(UserStartedSpeakingFrame(h.t))
+    await h.feed(clips[0].pcm)
+    h.call.system(UserStoppedSpeakingFrame(h.t))
+    async with asyncio.timeout(60):  # the turn has not ended: the text comes speculatively
+        while not any(f.speculative for f in h.transcripts):
+            await asyncio.sleep(0.01)
+    spec = [f for f in h.transcripts if f.speculative]
+    assert len(spec) == 1 and not spec[0].final and h.finals == []
+    h.call.system(UserTurnEndFrame(h.t))
+    await h.service.drain()
+    h.call.cancel()
+    await h.call.wait()
+    assert h.finals == [spec[0].text]  # the final is the same reading
+
+
 async def test_abandoned_turns_emit_nothing(whisper: WhisperEngine, clips: list[Utterance]) -> None:
     h = Harness(SttService(whisper))
     await h.call.start()

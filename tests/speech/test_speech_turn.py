@@ -27,6 +27,7 @@ from harken.frames import (
     UserTurnEndFrame,
 )
 from harken.pipeline import Call, Pipeline
+from harken.speech.endpoint import Plan, is_opener, plan
 from harken.speech.models import package_dir
 from harken.speech.smart_turn import SmartTurn, default_smart_turn, log_mel_features
 from harken.speech.turn import TurnParams, TurnPool, TurnStage, decide, text_complete
@@ -100,6 +101,41 @@ def test_decide() -> None:
     assert decide(None, True, veto) == (False, "", None)  # the model has not answered yet
     assert decide(None, True, text_only) == (True, "text", None)
     assert decide(None, None, text_only) == (False, "", None)
+
+
+@pytest.mark.parametrize(
+    ("prob", "text", "expected"),
+    [
+        (0.9, "I'd like a table for two.", Plan(0.0, "model", 0.9)),
+        (0.9, None, Plan(0.0, "model", 0.9)),  # no transcript: the model alone
+        (0.9, "Okay.", Plan(0.6, "model", 0.9)),  # an opener: wait for more
+        (0.9, "No, wait.", Plan(0.6, "model", 0.9)),
+        (0.9, "No thanks.", Plan(0.0, "model", 0.9)),  # "thanks" ends an answer
+        (0.9, "I'd like a table for", Plan(2.0, "silence", 0.9)),  # trails off: veto
+        (0.9, "So, um,", Plan(2.0, "silence", 0.9)),
+        (0.3, "What are your hours?", Plan(0.0, "text", 0.3)),  # vote: the words lower the bar
+        (0.1, "What are your hours?", Plan(1.0, "text", 0.1)),  # words complete, model unsure
+        (0.1, "Sunday", Plan(2.0, "silence", 0.1)),  # nothing says complete
+        (None, "Sunday.", Plan(0.0, "text", None)),  # no verdict in time: the words decide
+        (None, None, Plan(0.7, "timer", None)),  # ... or a plain silence timer
+        (None, "Yes.", Plan(0.6, "text", None)),
+    ],
+)
+def test_plan(prob: float | None, text: str | None, expected: Plan) -> None:
+    assert plan(prob, text, TurnParams()) == expected
+
+
+def test_plan_waits_never_exceed_the_backstop() -> None:
+    short = TurnParams(silence_s=0.3)
+    assert plan(0.1, "Where are you?", short) == Plan(0.3, "text", 0.1)
+    assert plan(None, None, TurnParams(model=False)) == Plan(2.0, "silence", None)
+    assert plan(None, "Fine.", TurnParams(model=False)) == Plan(0.0, "text", None)
+
+
+def test_openers() -> None:
+    assert is_opener("Okay.") and is_opener("Yes,") and is_opener("oh, sorry")
+    assert not is_opener("Okay, goodbye.") and not is_opener("") and not is_opener("Sunday.")
+    assert not is_opener("yes yes yes")
 
 
 def test_turn_params_validation() -> None:
@@ -179,7 +215,9 @@ class FakePool:
     def __init__(self) -> None:
         self.requests: list[tuple[np.ndarray, int, object]] = []
 
-    def submit(self, pcm: np.ndarray, rate: int, done: object) -> None:
+    def submit(
+        self, pcm: np.ndarray, rate: int, done: object, *, deadline: float | None = None
+    ) -> None:
         self.requests.append((pcm, rate, done))
 
     def answer(self, p: float | None, i: int = -1) -> None:
@@ -321,6 +359,94 @@ async def test_wall_clock_backstop_when_audio_stops() -> None:
         await asyncio.sleep(0.01)
     assert _ends(recorder) == [("silence", 0.9, 0.2)]
     call.cancel()
+
+
+async def test_an_opener_waits_for_more_speech_then_ends() -> None:
+    call, _stage, recorder, pool = await _turn_call(TurnParams(wait_text_s=0.4))
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 0.9)
+    call.system(UserStoppedSpeakingFrame(timestamp=0.6))  # heard at 0.9
+    pool.answer(0.95)  # Smart Turn: complete
+    assert _ends(recorder) == []  # but the words are not known yet
+    call.feed(TranscriptFrame("Okay.", final=False, speculative=True))
+    assert _ends(recorder) == []  # "Okay." alone: wait for 0.6 s of silence
+    _audio(call, 0.9, 1.18)
+    assert _ends(recorder) == []
+    _audio(call, 1.18, 1.22)
+    assert _ends(recorder) == [("model", 0.6, 0.95)]
+    call.cancel()
+
+
+async def test_the_stage_waits_for_the_words_up_to_the_stop() -> None:
+    params = TurnParams(wait_text_s=0.4)
+    call, _stage, recorder, pool = await _turn_call(params)
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.5)
+    call.feed(TranscriptFrame("I'd like a table", final=False))  # an old interim
+    call.system(UserStoppedSpeakingFrame(timestamp=1.3))
+    pool.answer(0.9)
+    assert _ends(recorder) == []  # the interim is from before the stop: wait for the words
+    call.feed(TranscriptFrame("I'd like a table for two.", final=False, speculative=True))
+    assert _ends(recorder) == [("model", 1.3, 0.9)]
+    call.cancel()
+    # the words never come: decide without them once wait_text_s has passed
+    call, _stage, recorder, pool = await _turn_call(params)
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.5)
+    call.system(UserStoppedSpeakingFrame(timestamp=1.3))
+    pool.answer(0.9)
+    _audio(call, 1.5, 1.88)
+    assert _ends(recorder) == []
+    _audio(call, 1.88, 1.92)
+    assert _ends(recorder) == [("model", 1.3, 0.9)]
+    call.cancel()
+
+
+async def test_a_late_verdict_gives_way_to_the_fallback_timer() -> None:
+    call, stage, recorder, pool = await _turn_call(TurnParams())
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.0)
+    call.system(UserStoppedSpeakingFrame(timestamp=0.8))
+    _audio(call, 1.0, 1.48)
+    assert _ends(recorder) == []
+    _audio(call, 1.48, 1.52)  # 0.7 s after the end of speech, no verdict yet
+    assert _ends(recorder) == [("timer", 0.8, None)]
+    pool.answer(0.1)  # too late: dropped
+    assert len(stage.ends) == 1
+    call.cancel()
+
+
+async def test_pool_skips_expired_requests_and_keeps_to_its_cpu_budget() -> None:
+    class Slow(SmartTurn):
+        def predict_many(self, audios: list[np.ndarray]) -> list[float]:
+            import time
+
+            time.sleep(0.05)
+            return [0.5] * len(audios)
+
+    import time
+
+    pool = TurnPool(Slow(), max_batch=1)
+    clip = np.zeros(800, np.int16)
+    loop = asyncio.get_running_loop()
+    answers: list[float | None] = []
+    fut = loop.create_future()
+
+    def done(p: float | None) -> None:
+        answers.append(p)
+        if len(answers) == 3 and not fut.done():
+            fut.set_result(None)
+
+    pool.submit(clip, 8000, done)
+    pool.submit(clip, 8000, done, deadline=time.monotonic() + 0.01)  # expires in the queue
+    pool.submit(clip, 8000, done)
+    await asyncio.wait_for(fut, 5)
+    assert answers == [0.5, None, 0.5] and pool.expired == 1
+
+    busy = TurnPool(Slow(), max_batch=1, max_busy=0.004, window_s=10)
+    first = await busy.predict(clip, 8000)
+    second = await busy.predict(clip, 8000)  # 50 ms in 10 s is over a 0.4% budget
+    assert first == 0.5 and second is None and busy.over_budget == 1
 
 
 async def test_long_turns_send_the_last_eight_seconds() -> None:

@@ -124,6 +124,10 @@ class ConversationAgent:
 
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, lambda: speech_warm_up(turn=self.config.turn.model))
+        if self.config.turn.model:
+            from harken.speech.turn import default_turn_pool
+
+            default_turn_pool().max_busy = self.config.turn.max_cpu
         await self.stt.warm_up()
         await self.tts.warm_up()
 
@@ -168,6 +172,10 @@ class ConversationAgent:
                 threshold=c.turn.threshold,
                 text=c.turn.text,
                 silence_s=c.turn.silence_ms / 1000,
+                unsure_s=c.turn.unsure_ms / 1000,
+                opener_s=c.turn.opener_ms / 1000,
+                fallback_s=c.turn.fallback_ms / 1000,
+                wait_text_s=c.turn.wait_text_ms / 1000,
             )
         )
         tts = TtsService(self.tts, sample_rate=rate_out)

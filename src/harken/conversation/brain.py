@@ -78,6 +78,9 @@ class Brain(Protocol):
 
     def dtmf(self, digits: str) -> AsyncIterator[Piece]: ...
 
+    # optional: ``dtmf_complete(digits) -> bool``, True when the keys gathered so far are a
+    # whole entry (the engine then answers at once instead of after ``dtmf_timeout_s``)
+
     def idle(self, count: int) -> AsyncIterator[Piece]: ...
 
     def heard(self, result: Heard) -> None: ...
@@ -106,6 +109,10 @@ class FlowBrain:
 
     def dtmf(self, digits: str) -> AsyncIterator[Piece]:
         return self._play(self.session.on_dtmf(digits))
+
+    def dtmf_complete(self, digits: str) -> bool:
+        """Are the keys so far a whole entry (no need to wait for ``#`` or the timeout)?"""
+        return self.session.keys_complete(digits)
 
     def idle(self, count: int) -> AsyncIterator[Piece]:
         return self._play(self.session.on_idle(count))

@@ -20,8 +20,9 @@ It follows the transition table of :mod:`harken.conversation.states` and:
   tells the brain which words were heard (TTS word timings), so the context holds only those;
 * **keeps the call alive and bounded**: a greeting at start; after ``idle_s`` of silence the
   brain's idle prompt, and after ``idle_prompts`` of them a goodbye and a hang-up; at
-  ``max_duration_s`` a closing line and a hang-up; keypad digits gathered (until ``#`` or
-  ``dtmf_timeout_s``) and handed to the brain;
+  ``max_duration_s`` a closing line and a hang-up; keypad digits gathered (until ``#``,
+  ``dtmf_timeout_s``, or the brain's ``dtmf_complete`` says they are a whole entry: "0" for the
+  operator needs no wait) and handed to the brain;
 * **ends or transfers** after the words before it are heard (``HangupFrame`` /
   ``TransferFrame`` travel behind the reply's audio and the transport holds them until played).
 
@@ -40,6 +41,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from harken.audio.level import rms_dbfs
 from harken.conversation.brain import Brain, Flush, Hangup, Heard, Piece, Say, ToolUsed, Transfer
 from harken.conversation.chunker import ClauseChunker
 from harken.conversation.policy import BargeIn, BargeInParams
@@ -92,6 +94,9 @@ class EngineSettings:
     #: hold the agent's audio as soon as the caller starts speaking over it; resume if it was
     #: a backchannel (the agent falls silent at once instead of after the barge-in threshold)
     pause_on_speech: bool = True
+    #: after a barge-in candidate's speech stops, wait at most this long for its words (the
+    #: STT's speculative transcript) before treating it as a backchannel
+    barge_words_s: float = 0.4
     #: start the brain on the last interim transcript when the caller stops speaking (brains
     #: with ``prepare``: the LLM agent); used if the final says the same words, else wasted
     preemptive: bool = False
@@ -146,6 +151,7 @@ class ConversationEngine(Stage):
         #: preemptive generation: started, used (the final matched), wasted (it did not)
         self.preemptive = {"started": 0, "used": 0, "wasted": 0}
         self._speech_start: float | None = None  # media time, while the caller speaks
+        self._barge_timer: asyncio.TimerHandle | None = None  # waiting for a candidate's words
 
     # --- state ----------------------------------------------------------------------------
 
@@ -157,7 +163,12 @@ class ConversationEngine(Stage):
 
     def on_down(self, frame: Frame) -> None:
         if isinstance(frame, AudioFrame):
-            if self.barge.active and self.barge.on_audio(frame.timestamp + frame.duration):
+            barge = self.barge
+            if (
+                barge.active
+                and barge.due(frame.timestamp + frame.duration)
+                and rms_dbfs(frame.pcm) > barge.params.min_dbfs
+            ):
                 self._barge_in()
             return  # the caller's audio stops here
         if isinstance(frame, TranscriptFrame):
@@ -179,9 +190,7 @@ class ConversationEngine(Stage):
             self._prepare()
             if self.barge.active:
                 self.barge.on_stop()
-                self.backchannels += 1
-                self.hooks.event("backchannel", {"held": self._paused})
-                self._hold(False)
+                self._await_barge_words()
         elif isinstance(frame, UserTurnEndFrame):
             if self.machine.fire("turn_end"):
                 self._t_endpoint = time.perf_counter()
@@ -204,6 +213,7 @@ class ConversationEngine(Stage):
 
     def _user_started(self, timestamp: float) -> None:
         self._speech_start = timestamp
+        self._cancel_timer("_barge_timer")
         self._drop_prepared()
         self._cancel_timer("_idle_timer")
         if self.machine.agent_busy and self._reply is not None:
@@ -230,9 +240,20 @@ class ConversationEngine(Stage):
             self._interim = frame.text
             if self.barge.active and self.barge.on_words(frame.text):
                 self._barge_in()
+            elif frame.speculative and self._barge_timer is not None:
+                self._cancel_timer("_barge_timer")
+                if self.barge.verdict(frame.text):
+                    self._barge_in()
+                else:
+                    self._backchannel()
             return
         text = frame.text.strip()
         self._interim = ""
+        if self._barge_timer is not None:  # a short candidate's words: the whole turn's final
+            self._cancel_timer("_barge_timer")
+            if not self.barge.verdict(text):
+                self._backchannel()
+                return
         if self._awaiting_final:
             self._awaiting_final = False
             self._cancel_timer("_final_timer")
@@ -268,6 +289,19 @@ class ConversationEngine(Stage):
         self._t_held = None
         self._hold(True)
 
+    def _await_barge_words(self) -> None:
+        """A candidate's speech stopped short of the thresholds: its words will decide."""
+        self._cancel_timer("_barge_timer")
+        loop = asyncio.get_running_loop()
+        self._barge_timer = loop.call_later(self.settings.barge_words_s, self._backchannel)
+
+    def _backchannel(self) -> None:
+        """The candidate was a backchannel (or its words never came): the agent goes on."""
+        self._barge_timer = None
+        self.backchannels += 1
+        self.hooks.event("backchannel", {"held": self._paused})
+        self._hold(False)
+
     def _hold(self, pause: bool) -> None:
         if not self.settings.pause_on_speech or pause == self._paused:
             return
@@ -302,6 +336,7 @@ class ConversationEngine(Stage):
 
     def _barge_in(self) -> None:
         self.barge.reset()
+        self._cancel_timer("_barge_timer")
         if self._reply is None or self._ending:
             return
         record = self._reply
@@ -328,6 +363,10 @@ class ConversationEngine(Stage):
             self._digits_done()
             return
         self._digits += digit
+        complete = getattr(self.brain, "dtmf_complete", None)
+        if complete is not None and complete(self._digits):
+            self._digits_done()
+            return
         loop = asyncio.get_running_loop()
         self._dtmf_timer = loop.call_later(self.settings.dtmf_timeout_s, self._digits_done)
 
@@ -537,7 +576,7 @@ class ConversationEngine(Stage):
             self.hooks.call_ended(self._close_reason or "end")
         self.machine.fire("end")
         self._drop_prepared()
-        for name in ("_final_timer", "_idle_timer", "_limit_timer", "_dtmf_timer"):
+        for name in ("_final_timer", "_idle_timer", "_limit_timer", "_dtmf_timer", "_barge_timer"):
             self._cancel_timer(name)
         task, self._task = self._task, None
         if task is not None and not task.done():

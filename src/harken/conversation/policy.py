@@ -4,11 +4,16 @@ While the agent is thinking or speaking, a VAD start of caller speech opens a *c
 becomes an interruption when either
 
 * the speech has lasted ``interrupt_min_s`` of media time (counted from the VAD's start
-  timestamp) and what has been transcribed of it so far is not only backchannel words, or
+  timestamp), the caller is *still* making sound then (a frame above ``min_dbfs``: a short
+  "uh-huh" is over by then, and the VAD's stop only comes 200 ms later), and what has been
+  transcribed of it so far is not only backchannel words, or
 * an interim transcript holds ``interrupt_min_words`` words that are not backchannels
   ("wait, no" interrupts at once; "uh-huh" never does).
 
-A candidate that stops before either is a backchannel and leaves the agent talking. Words are
+When the candidate's speech stops before either, its words decide (:meth:`BargeIn.verdict`,
+on the transcript of the whole candidate, which the STT sends as soon as the speech stops): any
+word that is not a backchannel ("Stop.", "Thursday.") interrupts; backchannel words or nothing
+(no transcript within ``barge_words_s``) leave the agent talking. Words are
 compared lower-cased without punctuation; multi-word backchannels ("mm hmm", "i see") count as
 one.
 """
@@ -22,7 +27,8 @@ from typing import Final
 __all__ = ["BACKCHANNELS", "BargeIn", "BargeInParams"]
 
 BACKCHANNELS: Final = (
-    "uh-huh", "uh huh", "uhuh", "mhm", "mm-hmm", "mm hmm", "mmhmm", "hmm", "mm", "hm",
+    "uh-huh", "uh huh", "uhuh", "uh-hum", "mhm", "mhmm", "mm-hmm", "mm hmm", "mmhmm", "mm-hm",
+    "hmm", "mmm", "mm", "hm",
     "yeah", "yep", "yes", "yup", "ok", "okay", "right", "sure", "i see", "got it", "alright",
     "all right", "cool", "uh", "um", "oh", "ah", "aha", "nice", "great", "true",
 )  # fmt: skip
@@ -36,6 +42,8 @@ class BargeInParams:
     interrupt_min_s: float = 0.5
     interrupt_min_words: int = 2
     backchannels: tuple[str, ...] = BACKCHANNELS
+    #: a frame above this level is the caller still making sound (the VAD's volume floor)
+    min_dbfs: float = -45.0
 
 
 class BargeIn:
@@ -62,10 +70,18 @@ class BargeIn:
     def reset(self) -> None:
         self.active = False
 
-    def on_audio(self, media_end: float) -> bool:
-        """Audio up to ``media_end`` arrived; True when the candidate is now an interruption."""
-        p = self.params
-        return self.active and not self._only_bc and media_end - self._start >= p.interrupt_min_s
+    def due(self, media_end: float) -> bool:
+        """True when audio up to ``media_end`` reaches the time threshold (check the level)."""
+        return (
+            self.active
+            and not self._only_bc
+            and media_end - self._start >= self.params.interrupt_min_s
+        )
+
+    def verdict(self, text: str) -> bool:
+        """The whole candidate's words, after its speech stopped: True to interrupt (any word
+        that is not a backchannel: "Stop.", "Thursday.")."""
+        return bool(_content_words(text, self._bc))
 
     def on_words(self, text: str) -> bool:
         """An interim transcript of the candidate; True when it is now an interruption."""

@@ -136,8 +136,13 @@ class VadConfig:
 class TurnConfig:
     model: bool = True  # Smart Turn v3.2 on each VAD stop
     threshold: float = 0.5
-    text: Literal["off", "veto", "vote"] = "veto"  # see harken.speech.turn
-    silence_ms: int = 2000  # the backstop
+    text: Literal["off", "veto", "vote"] = "vote"  # see harken.speech.endpoint
+    silence_ms: int = 2000  # the backstop (nothing says complete, or the words trail off)
+    unsure_ms: int = 1000  # the words read complete, the model is unsure
+    opener_ms: int = 600  # the turn is only "Okay." / "Sorry," / "No, wait": wait at least this
+    fallback_ms: int = 700  # no model verdict in time (load): a plain silence timer
+    wait_text_ms: int = 400  # wait this long after a stop for the transcript up to it
+    max_cpu: float = 0.5  # the turn model's share of one core per process, at most
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +332,14 @@ def validate(config: Config) -> Config:
         raise _Invalid(("agent", "tts", "engine"), f"choose from {TTS_ENGINES}")
     if a.turn.text not in ("off", "veto", "vote"):
         raise _Invalid(("agent", "turn", "text"), "choose off, veto or vote")
+    t = a.turn
+    for name in ("silence_ms", "unsure_ms", "opener_ms", "fallback_ms", "wait_text_ms"):
+        if getattr(t, name) < 0:
+            raise _Invalid(("agent", "turn", name), "must be >= 0")
+    if t.silence_ms <= 0:
+        raise _Invalid(("agent", "turn", "silence_ms"), "must be > 0")
+    if not 0 < t.max_cpu <= 1:
+        raise _Invalid(("agent", "turn", "max_cpu"), "a share of one core, in (0, 1]")
     if a.barge_in.min_ms < 0:
         raise _Invalid(("agent", "barge_in", "min_ms"), "must be >= 0")
     if a.barge_in.min_words < 1:

@@ -40,14 +40,13 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -65,42 +64,23 @@ from harken.frames import (
     UserTurnEndFrame,
 )
 from harken.pipeline import Stage
+from harken.speech.endpoint import Plan, decide, plan, text_complete
 from harken.speech.smart_turn import SAMPLE_RATE, SmartTurn, default_smart_turn
 
-__all__ = ["TurnParams", "TurnPool", "TurnStage", "decide", "default_turn_pool", "text_complete"]
+__all__ = [
+    "Plan",
+    "TurnParams",
+    "TurnPool",
+    "TurnStage",
+    "decide",
+    "default_turn_pool",
+    "plan",
+    "text_complete",
+]
 
 log = logging.getLogger("harken.speech.turn")
 
 TextMode = Literal["off", "veto", "vote"]
-
-_INCOMPLETE = """
-and but or nor because cause cuz although though unless whereas whether if than
-um umm uh uhh er erm hmm
-the a an my your our their every each
-to of for with at from into onto towards toward via per between during against
-i'm i'd i'll i've we're you're they're
-"""
-#: words after which an English sentence is not over (when the transcript does not end in "?")
-INCOMPLETE_WORDS: Final = frozenset(_INCOMPLETE.split())
-_TRAILING_OPEN: Final = (",", ";", ":", "-", "\u2013", "\u2014", "...", "\u2026")
-_WORD = re.compile(r"[a-z']+")
-
-
-def text_complete(text: str) -> bool | None:
-    """Does this transcript read like a finished turn? True, False, or None (can't tell)."""
-    t = text.strip().strip("\"'\u201d\u2019)").rstrip()
-    if not t:
-        return None
-    if t.endswith(_TRAILING_OPEN):
-        return False
-    if t.endswith("?"):
-        return True
-    words = _WORD.findall(t.lower())
-    if words and words[-1] in INCOMPLETE_WORDS:
-        return False
-    if t.endswith((".", "!")):
-        return True
-    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,11 +92,21 @@ class TurnParams:
     #: its probability at or above which the turn is complete
     threshold: float = 0.5
     #: how transcripts are used (see the module docstring)
-    text: TextMode = "veto"
+    text: TextMode = "vote"
     #: the model's bar when the transcript reads complete (``text="vote"``)
     text_threshold: float = 0.2
-    #: the backstop: end the turn after this much silence (media time) after the VAD stop
+    #: the backstop: end the turn after this much silence (media time) after the speech ended,
+    #: when nothing says the turn is complete (or the transcript trails off: "and", "um", ",")
     silence_s: float = 2.0
+    #: the transcript reads complete but the model is unsure: end after this much silence
+    unsure_s: float = 1.0
+    #: the turn is only an opener word or two ("Okay.", "Sorry,"): wait this long at least
+    opener_s: float = 0.6
+    #: no model verdict (it failed, or was skipped under load): a plain silence timer
+    fallback_s: float = 0.7
+    #: with an STT stage before this one: after a stop, wait up to this long (media time) for
+    #: the transcript of the speech up to the stop before deciding (0: decide without it)
+    wait_text_s: float = 0.0
     #: audio kept before the turn's first speech start (what the model was trained with)
     pre_speech_s: float = 0.5
     #: silence after the speech the model hears (pipecat runs it after a 0.2 s VAD stop)
@@ -133,30 +123,10 @@ class TurnParams:
             raise ConfigError(f"TurnParams.text must be off, veto or vote, not {self.text!r}")
         if self.silence_s <= 0 or self.pre_speech_s < 0 or self.trail_s < 0:
             raise ConfigError("TurnParams: silence_s > 0, pre_speech_s >= 0, trail_s >= 0")
+        if min(self.unsure_s, self.opener_s, self.fallback_s, self.wait_text_s) < 0:
+            raise ConfigError("TurnParams: unsure_s, opener_s, fallback_s, wait_text_s >= 0")
         if not 0 < self.max_audio_s <= 8:
             raise ConfigError("TurnParams.max_audio_s must be in (0, 8]")
-
-
-def decide(
-    prob: float | None, text: bool | None, params: TurnParams
-) -> tuple[bool, str, float | None]:
-    """(complete, reason, confidence) from the model's probability and the transcript's verdict.
-
-    ``prob`` is None when the model is off or its answer has not come back.
-    """
-    if params.text == "off":
-        text = None
-    if not params.model:
-        return (True, "text", None) if text is True else (False, "", None)
-    if prob is None:
-        return False, "", None
-    if text is False:
-        return False, "", prob  # veto
-    if prob >= params.threshold:
-        return True, "model", prob
-    if text is True and params.text == "vote" and prob >= params.text_threshold:
-        return True, "text", prob
-    return False, "", prob
 
 
 Done = Callable[[float | None], None]
@@ -166,23 +136,39 @@ class TurnPool:
     """Smart Turn for a whole process: one worker thread, batching the requests waiting.
 
     ``submit`` is called on an event loop and never blocks; ``done(probability)`` is called back
-    on that loop (``None`` when the model failed or the queue was over ``max_waiting``: the turn
-    then falls back to its silence backstop). Counters: ``runs``, ``predictions``, ``skipped``,
+    on that loop (``None`` when the model failed, or the request was skipped: the queue was over
+    ``max_waiting``, its ``deadline`` passed before its turn came, or the model had used more
+    than ``max_busy`` of a core over the last ``window_s`` - the turn then falls back to its
+    silence timer). The budget keeps a burst of turn ends from starving the event loop of the
+    core it shares: on one core, every millisecond of inference is a millisecond the calls'
+    audio waits. Counters: ``runs``, ``predictions``, ``skipped``, ``expired``, ``over_budget``,
     ``failed``, ``busy_s``.
     """
 
     def __init__(
-        self, model: SmartTurn | None = None, *, max_batch: int = 4, max_waiting: int = 64
+        self,
+        model: SmartTurn | None = None,
+        *,
+        max_batch: int = 4,
+        max_waiting: int = 64,
+        max_busy: float = 0.5,
+        window_s: float = 2.0,
     ) -> None:
+        if not 0.0 < max_busy <= 1.0 or window_s <= 0:
+            raise ConfigError("TurnPool: max_busy must be in (0, 1] and window_s > 0")
         self._model = model
         self.max_batch = max_batch
         self.max_waiting = max_waiting
-        self._queue: deque[tuple[npt.NDArray[np.int16], int, Done, asyncio.AbstractEventLoop]]
-        self._queue = deque()
+        self.max_busy = max_busy
+        self.window_s = window_s
+        self._queue: deque[_Request] = deque()
         self._lock = threading.Lock()
         self._running = False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harken-turn")
+        self._recent: deque[tuple[float, float]] = deque()  # (end, seconds busy) of each run
+        self._recent_busy = 0.0
         self.runs = self.predictions = self.skipped = self.failed = 0
+        self.expired = self.over_budget = 0
         self.busy_s = 0.0
 
     @property
@@ -191,19 +177,47 @@ class TurnPool:
             self._model = default_smart_turn()
         return self._model
 
-    def submit(self, pcm: npt.NDArray[np.int16], rate: int, done: Done) -> None:
-        """Queue one clip (int16 at ``rate``; the worker resamples to 16 kHz)."""
+    def submit(
+        self,
+        pcm: npt.NDArray[np.int16],
+        rate: int,
+        done: Done,
+        *,
+        deadline: float | None = None,
+    ) -> None:
+        """Queue one clip (int16 at ``rate``; the worker resamples to 16 kHz). ``deadline``
+        (``time.monotonic()``): skip the clip if its turn comes later than this."""
         loop = asyncio.get_running_loop()
         with self._lock:
             if len(self._queue) >= self.max_waiting:
                 self.skipped += 1
                 loop.call_soon(done, None)
                 return
-            self._queue.append((pcm, rate, done, loop))
+            self._queue.append((pcm, rate, done, loop, math.inf if deadline is None else deadline))
             if self._running:
                 return
             self._running = True
         self._executor.submit(self._drain)
+
+    def _take(self) -> tuple[list[_Request], list[_Request]]:
+        """Under the lock: (the next batch to run, the requests to answer None)."""
+        now = time.monotonic()
+        while self._recent and self._recent[0][0] < now - self.window_s:
+            self._recent_busy -= self._recent.popleft()[1]
+        drop: list[_Request] = []
+        batch: list[_Request] = []
+        over = self._recent_busy >= self.max_busy * self.window_s
+        while self._queue and len(batch) < self.max_batch:
+            req = self._queue.popleft()
+            if req[4] < now:
+                self.expired += 1
+                drop.append(req)
+            elif over:
+                self.over_budget += 1
+                drop.append(req)
+            else:
+                batch.append(req)
+        return batch, drop
 
     def _drain(self) -> None:
         while True:
@@ -211,23 +225,27 @@ class TurnPool:
                 if not self._queue:
                     self._running = False
                     return
-                n = min(self.max_batch, len(self._queue))
-                batch = [self._queue.popleft() for _ in range(n)]
+                batch, drop = self._take()
+            _answer(drop, [None] * len(drop))
+            if not batch:
+                continue
             t0 = time.perf_counter()
             probs: list[float | None]
             try:
-                clips = [_to_model_input(pcm, rate) for pcm, rate, _, _ in batch]
+                clips = [_to_model_input(pcm, rate) for pcm, rate, _, _, _ in batch]
                 probs = list(self.model.predict_many(clips))
                 self.predictions += len(batch)
             except Exception:
                 log.exception("Smart Turn inference failed")
                 self.failed += len(batch)
                 probs = [None] * len(batch)
-            self.busy_s += time.perf_counter() - t0
+            busy = time.perf_counter() - t0
+            self.busy_s += busy
             self.runs += 1
-            for (_, _, done, loop), p in zip(batch, probs, strict=True):
-                with contextlib.suppress(RuntimeError):  # that loop has closed
-                    loop.call_soon_threadsafe(done, p)
+            with self._lock:
+                self._recent.append((time.monotonic(), busy))
+                self._recent_busy += busy
+            _answer(batch, probs)
 
     async def predict(self, pcm: npt.NDArray[np.int16], rate: int) -> float | None:
         """Await one verdict (a convenience for tools and tests)."""
@@ -239,6 +257,15 @@ class TurnPool:
 
         self.submit(pcm, rate, done)
         return await fut
+
+
+_Request = tuple[npt.NDArray[np.int16], int, Done, asyncio.AbstractEventLoop, float]
+
+
+def _answer(requests: list[_Request], probs: list[float | None]) -> None:
+    for (_, _, done, loop, _), p in zip(requests, probs, strict=True):
+        with contextlib.suppress(RuntimeError):  # that loop has closed
+            loop.call_soon_threadsafe(done, p)
 
 
 def _to_model_input(pcm: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.float32]:
@@ -270,19 +297,24 @@ class TurnStage(Stage):
 
     __slots__ = (
         "_buf",
+        "_check_ts",
         "_end_ts",
         "_fill",
         "_gen",
+        "_heard_ts",
+        "_plan",
         "_pool",
         "_prob",
         "_rate",
         "_requested",
+        "_spec",
         "_state",
         "_stop_seen",
         "_stop_ts",
         "_texts",
         "_timer",
         "_turn_start",
+        "_wall_ts",
         "closed",
         "ends",
         "params",
@@ -312,6 +344,11 @@ class TurnStage(Stage):
         self._prob: float | None = None
         self._requested = False
         self._texts: list[str] = []  # finals of this turn, then the latest interim
+        self._spec = False  # the transcript of the speech up to the latest stop has come
+        self._heard_ts = 0.0  # media time at which the latest stop was heard
+        self._check_ts = math.inf  # media time of the next decision (a wait or the backstop)
+        self._plan: Plan | None = None
+        self._wall_ts = 0.0  # media time the wall clock vouches for while the audio is stalled
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
         #: (reason, speech_end, confidence, media time of the decision) of every turn end
@@ -369,8 +406,8 @@ class TurnStage(Stage):
         buf[self._fill : self._fill + n] = x
         self._fill += n
         self._end_ts = frame.timestamp + n / rate
-        if self._state == _PAUSED and self._end_ts >= self._stop_ts + self.params.silence_s:
-            self._end_turn("silence", self._prob)
+        if self._state == _PAUSED and self._end_ts >= self._check_ts:
+            self._check()
 
     def _clip(self) -> npt.NDArray[np.int16]:
         """The turn's audio: from ``pre_speech_s`` before its start to ``trail_s`` after the
@@ -399,6 +436,8 @@ class TurnStage(Stage):
         self._gen += 1
         self._prob = None
         self._requested = False
+        self._plan = None
+        self._check_ts = math.inf
         self._cancel_timer()
 
     def _speech_stopped(self, ts: float) -> None:
@@ -407,6 +446,9 @@ class TurnStage(Stage):
         self._state = _PAUSED
         self._gen += 1
         self._stop_ts = ts
+        self._heard_ts = self._end_ts
+        self._wall_ts = 0.0
+        self._spec = False
         self.stops.append((ts, self._end_ts))
         self._prob = None
         p = self.params
@@ -414,14 +456,15 @@ class TurnStage(Stage):
             gen = self._gen
             pool = self._pool or default_turn_pool()
             self._requested = True
+            # a verdict later than the fallback timer is of no use: the pool may skip it
+            deadline = time.monotonic() + max(0.0, ts + p.fallback_s - self._end_ts)
             pool.submit(
-                self._clip(), self._rate or SAMPLE_RATE, lambda prob: self._verdict(gen, prob)
+                self._clip(),
+                self._rate or SAMPLE_RATE,
+                lambda prob: self._verdict(gen, prob),
+                deadline=deadline,
             )
-        if p.wall_backstop:
-            with contextlib.suppress(RuntimeError):  # no running loop: media time only
-                loop = asyncio.get_running_loop()
-                gen = self._gen
-                self._timer = loop.call_later(p.silence_s, self._wall_backstop, gen)
+        self._arm(ts + p.silence_s)  # the backstop, whatever happens
         self._decide()
 
     def _verdict(self, gen: int, prob: float | None) -> None:
@@ -430,8 +473,6 @@ class TurnStage(Stage):
         self._requested = False
         self._prob = prob
         self.verdicts.append((self._stop_ts, prob, self._end_ts))
-        if prob is None:
-            return  # the model failed: the backstop decides
         self._decide()
 
     def _transcript(self, frame: TranscriptFrame) -> None:
@@ -442,30 +483,85 @@ class TurnStage(Stage):
             texts.pop()  # the previous interim
         texts.append(frame.text if frame.final else "\0" + frame.text)
         if self._state == _PAUSED:
+            if frame.final or frame.speculative:
+                self._spec = True
             self._decide()
 
-    def _text_verdict(self) -> bool | None:
+    def _text(self) -> str | None:
         if not self._texts:
             return None
-        return text_complete(" ".join(t.lstrip("\0") for t in self._texts))
+        return " ".join(t.lstrip("\0") for t in self._texts)
+
+    def _text_verdict(self) -> bool | None:
+        text = self._text()
+        return None if text is None else text_complete(text)
+
+    def _now(self) -> float:
+        return max(self._end_ts, self._wall_ts)
 
     def _decide(self) -> None:
+        """Plan the end of the paused turn from what is known now (see :func:`plan`)."""
         p = self.params
+        now = self._now()
         if p.model and self._requested:
-            return  # wait for the model
-        done, reason, conf = decide(self._prob, self._text_verdict(), p)
-        if done:
-            self._end_turn(reason, conf)
+            # the model's answer is pending; past the fallback timer, decide without it
+            late = self._stop_ts + p.fallback_s
+            if now < late:
+                self._arm(late)
+                return
+        elif not self._spec and p.wait_text_s > 0 and p.text != "off":
+            waited = self._heard_ts + p.wait_text_s
+            if now < waited:
+                self._arm(waited)  # the transcript up to the stop is on its way
+                return
+        prob = None if self._requested else self._prob
+        chosen = self._plan = plan(prob, self._text(), p)
+        end = self._stop_ts + chosen.wait_s
+        if now >= end:
+            self._end_turn(chosen.reason, chosen.confidence)
+        else:
+            self._arm(end)
 
-    def _wall_backstop(self, gen: int) -> None:
-        self._timer = None
-        if gen == self._gen and self._state == _PAUSED and not self.closed:
+    def _check(self) -> None:
+        """The clock reached ``_check_ts``: end the turn, or decide again."""
+        self._check_ts = math.inf
+        chosen = self._plan
+        now = self._now()
+        p = self.params
+        if chosen is not None and now >= self._stop_ts + chosen.wait_s:
+            self._end_turn(chosen.reason, chosen.confidence)
+            return
+        if now >= self._stop_ts + p.silence_s:
             self._end_turn("silence", self._prob)
+            return
+        if not self._spec and now >= self._heard_ts + p.wait_text_s:
+            self._spec = True  # stop waiting for the transcript
+        self._decide()
+
+    def _arm(self, media_ts: float) -> None:
+        """Check again at ``media_ts`` (media clock), with a wall-clock copy if configured."""
+        self._check_ts = media_ts
+        self._cancel_timer()
+        if self.params.wall_backstop:
+            with contextlib.suppress(RuntimeError):  # no running loop: media time only
+                loop = asyncio.get_running_loop()
+                delay = max(0.0, media_ts - self._now())
+                self._timer = loop.call_later(delay, self._wall_check, self._gen, media_ts)
+
+    def _wall_check(self, gen: int, media_ts: float) -> None:
+        """The wall clock reached a check the media clock has not (the audio stopped)."""
+        self._timer = None
+        if gen != self._gen or self._state != _PAUSED or self.closed:
+            return
+        self._wall_ts = max(self._wall_ts, media_ts)
+        self._check()
 
     def _end_turn(self, reason: str, confidence: float | None) -> None:
         self._state = _IDLE
         self._gen += 1
         self._requested = False
+        self._plan = None
+        self._check_ts = math.inf
         self._cancel_timer()
         self._turn_start = math.nan
         self._texts = []

@@ -163,6 +163,26 @@ class FlowSession:
             self._keys(keys, out)
         return self._finish(out)
 
+    def keys_complete(self, keys: str) -> bool:
+        """Are these keys (typed so far, no ``#`` yet) a whole entry now, so the caller need
+        not wait for ``#`` or the gather timeout? A yes/no key, a choice's number, a key bound
+        to a global intent that no longer binding extends, or a full-length phone number."""
+        if self._done or self._pending is not None or not keys:
+            return False
+        asked = self._asked if self._mode == "node" else None
+        if asked is not None and asked.type == "phone":
+            body = (self._dtmf + keys).rsplit("*", 1)[-1]
+            return len(body) >= asked.rules.max_digits
+        if asked is not None and asked.type in ("number", "party_size"):
+            return False  # one key or two: only "#" or the timeout can tell
+        if asked is not None and asked.type == "choice" and keys.isdigit():
+            return len(asked.spec.options) < 10 and 1 <= int(keys) <= len(asked.spec.options)
+        yes_no = self._mode == "confirm" or (asked is not None and asked.type == "yes_no")
+        if yes_no and keys in ("1", "2"):
+            return True
+        bound = [g.dtmf for g in self._flow.globals if g.dtmf]
+        return keys in bound and not any(b != keys and b.startswith(keys) for b in bound)
+
     def on_idle(self, count: int) -> FlowTurn:
         """The caller was silent; ``count`` is the number of idle prompts so far (1, 2, ...).
 

@@ -13,6 +13,8 @@ A **turn** runs from the first start of speech to :class:`~harken.frames.UserTur
   is still deciding, and by the time it says the turn is over the text is usually ready;
 * if speech resumes before the turn ends, the speculative result is dropped and the turn goes
   on (one turn may hold several stretches of speech);
+* that text goes downstream at once as a *speculative* interim (``speculative=True``), so the
+  turn detector can read the whole turn and a barge-in candidate can be told from a backchannel;
 * at :class:`~harken.frames.UserTurnEndFrame` the final ``TranscriptFrame(final=True)`` goes
   downstream (nothing when nothing was recognised; ``empty_turns`` counts those);
 * a turn abandoned by cancel or end of the call never emits anything, whatever is in flight.
@@ -263,9 +265,34 @@ class SttService(ServiceStage):
         if turn is None or not turn.speaking:
             return
         turn.speaking = False
-        turn.final = asyncio.get_running_loop().create_task(
+        final = turn.final = asyncio.get_running_loop().create_task(
             turn.transcriber.finish(speech_end), name="harken:stt-final"
         )
+        final.add_done_callback(lambda task: self._speculative(turn, task))
+
+    def _speculative(self, turn: _Turn, task: asyncio.Task[str]) -> None:
+        """The final text of the speech so far is ready before the turn ended: send it on as a
+        speculative interim, for the turn detector and the barge-in policy to read."""
+        if (
+            task.cancelled()
+            or task.exception() is not None
+            or turn.abandoned
+            or turn is not self._turn
+            or turn.speaking
+            or turn.final is not task
+        ):
+            return
+        text = task.result()
+        if text.strip():
+            self.push_down(
+                TranscriptFrame(
+                    text,
+                    final=False,
+                    language=self.language,
+                    timestamp=turn.timestamp,
+                    speculative=True,
+                )
+            )
 
     def _turn_ended(self) -> None:
         turn = self._turn

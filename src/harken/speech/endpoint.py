@@ -1,0 +1,147 @@
+"""When does a paused caller's turn end? The decision rules, free of I/O and timers.
+
+:class:`~harken.speech.turn.TurnStage` gathers the evidence at each VAD stop (Smart Turn's
+probability, the transcript of the turn up to the stop) and asks :func:`plan` how much silence
+after the end of speech must pass before the turn ends; speech resuming earlier cancels it.
+
+The rules, first match wins (``p`` is Smart Turn's probability, "text" the turn's transcript):
+
+=================================================  ==========================  ===========
+evidence                                           silence after the speech    reason
+=================================================  ==========================  ===========
+the text trails off (``text_complete`` is False:   ``silence_s`` (backstop)    ``silence``
+"and", "um", "the", a comma, ...)
+no model verdict (model off, failed, or skipped    ``fallback_s``, or 0 if     ``timer`` /
+under load)                                        the text reads complete     ``text``
+``p >= threshold``                                 0, or ``opener_s`` (below)  ``model``
+text complete and ``p >= text_threshold``          0, or ``opener_s``          ``text``
+(``text="vote"``)
+text complete, the model unsure                    ``unsure_s``                ``text``
+nothing says complete                              ``silence_s``               ``silence``
+=================================================  ==========================  ===========
+
+**Openers.** A turn whose whole text is one or two words that people very often say *before*
+the rest of a sentence ("okay", "yes", "no", "sorry", "oh", "actually", "wait", "hi", "no
+wait", ...) ends only after ``opener_s`` of silence, whatever the model says: "Okay, | thanks,
+goodbye" and "Sorry, | what time do you close?" pause 200-400 ms at the comma, long enough for
+the VAD's 200 ms stop, and Smart Turn calls a lone "Okay." complete. The price is that a bare
+"Yes." as a whole answer waits ``opener_s`` (0.6 s) instead of ~0.2 s.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from harken.speech.turn import TurnParams
+
+__all__ = ["INCOMPLETE_WORDS", "OPENERS", "Plan", "decide", "is_opener", "plan", "text_complete"]
+
+_INCOMPLETE = """
+and but or nor because cause cuz although though unless whereas whether if than
+um umm uh uhh er erm hmm
+the a an my your our their every each
+to of for with at from into onto towards toward via per between during against
+i'm i'd i'll i've we're you're they're
+"""
+#: words after which an English sentence is not over (when the transcript does not end in "?")
+INCOMPLETE_WORDS: Final = frozenset(_INCOMPLETE.split())
+
+_OPENERS = """
+okay ok yes yeah yep yup no nope sure sorry oh ah hi hello hey actually well so wait
+alright right um uh hmm and but also now then look listen
+"""
+#: words a caller often says first and then goes on after a short pause ("Okay, | ...")
+OPENERS: Final = frozenset(_OPENERS.split())
+_TRAILING_OPEN: Final = (",", ";", ":", "-", "\u2013", "\u2014", "...", "\u2026")
+_WORD = re.compile(r"[a-z']+")
+
+
+def text_complete(text: str) -> bool | None:
+    """Does this transcript read like a finished turn? True, False, or None (can't tell)."""
+    t = text.strip().strip("\"'\u201d\u2019)").rstrip()
+    if not t:
+        return None
+    if t.endswith(_TRAILING_OPEN):
+        return False
+    if t.endswith("?"):
+        return True
+    words = _WORD.findall(t.lower())
+    if words and words[-1] in INCOMPLETE_WORDS:
+        return False
+    if t.endswith((".", "!")):
+        return True
+    return None
+
+
+def is_opener(text: str, max_words: int = 2) -> bool:
+    """True when the whole of ``text`` is one or two opener words ("Okay.", "No, wait.")."""
+    words = _WORD.findall(text.lower())
+    return 0 < len(words) <= max_words and all(w in OPENERS for w in words)
+
+
+def decide(
+    prob: float | None, text: bool | None, params: TurnParams
+) -> tuple[bool, str, float | None]:
+    """(complete now, reason, confidence) from the model's probability and the transcript's
+    verdict alone: the immediate part of :func:`plan`, without its waits.
+
+    ``prob`` is None when the model is off or its answer has not come back.
+    """
+    if params.text == "off":
+        text = None
+    if not params.model:
+        return (True, "text", None) if text is True else (False, "", None)
+    if prob is None:
+        return False, "", None
+    if text is False:
+        return False, "", prob  # veto
+    if prob >= params.threshold:
+        return True, "model", prob
+    if text is True and params.text == "vote" and prob >= params.text_threshold:
+        return True, "text", prob
+    return False, "", prob
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """End the turn once ``wait_s`` of silence has followed the end of speech."""
+
+    wait_s: float
+    reason: str
+    confidence: float | None
+
+
+def plan(prob: float | None, text: str | None, params: TurnParams) -> Plan:
+    """The silence after which a paused turn ends (see the module docstring for the table).
+
+    ``prob`` is None when the model is off, failed or was skipped; ``text`` is None when no
+    transcript of the turn is known. No wait is longer than the backstop, ``silence_s``.
+    """
+    chosen = _plan(prob, text, params)
+    if chosen.wait_s > params.silence_s:
+        return Plan(params.silence_s, chosen.reason, chosen.confidence)
+    return chosen
+
+
+def _plan(prob: float | None, text: str | None, params: TurnParams) -> Plan:
+    if params.text == "off":
+        text = None
+    verdict = None if text is None else text_complete(text)
+    if verdict is False:
+        return Plan(params.silence_s, "silence", prob)
+    guard = params.opener_s if text is not None and is_opener(text) else 0.0
+    if not params.model or prob is None:
+        if verdict is True:
+            return Plan(guard, "text", prob)
+        if not params.model:
+            return Plan(params.silence_s, "silence", prob)
+        return Plan(params.fallback_s, "timer", prob)
+    done, reason, conf = decide(prob, verdict, params)
+    if done:
+        return Plan(guard, reason, conf)
+    if verdict is True:
+        return Plan(max(guard, params.unsure_s), "text", prob)
+    return Plan(params.silence_s, "silence", prob)
