@@ -409,3 +409,25 @@ async def test_dtmf_answered_at_once_when_the_brain_says_the_entry_is_whole() ->
     await settle()
     assert brain.digits == ["0"]  # "5" is not whole: it waits for more keys
     call.cancel()
+
+
+async def test_caller_sound_holds_the_agent_before_the_vad_confirms() -> None:
+    settings = EngineSettings(early_hold_ms=60, early_hold_s=0.1)
+    call, engine, rec = await make(ScriptedBrain(), settings)
+    call.system(AgentStartedSpeakingFrame(utterance_id=1))
+    feed_audio(call, 2.0, 0.04)
+    assert not rec.of(PausePlaybackFrame)  # 40 ms: not yet
+    feed_audio(call, 2.04, 0.02)
+    assert len(rec.of(PausePlaybackFrame)) == 1  # 60 ms of sound: held
+    await asyncio.sleep(0.2)  # the VAD never confirmed: a noise
+    assert len(rec.of(ResumePlaybackFrame)) == 1 and engine.holds.stats == {
+        "held": 1,
+        "released": 1,
+    }
+    # the next time the VAD confirms: the hold stays and the candidate takes over
+    feed_audio(call, 3.0, 0.06)
+    call.system(UserStartedSpeakingFrame(timestamp=3.0))
+    await asyncio.sleep(0.2)
+    assert len(rec.of(PausePlaybackFrame)) == 2 and len(rec.of(ResumePlaybackFrame)) == 1
+    assert engine.barge.active and engine.holds.stats["released"] == 1
+    call.cancel()

@@ -44,6 +44,7 @@ from typing import Any
 from harken.audio.level import rms_dbfs
 from harken.conversation.brain import Brain, Flush, Hangup, Heard, Piece, Say, ToolUsed, Transfer
 from harken.conversation.chunker import ClauseChunker
+from harken.conversation.hold import PlaybackHold
 from harken.conversation.policy import BargeIn, BargeInParams
 from harken.conversation.record import NO_HOOKS, EngineHooks, ReplyRecord
 from harken.conversation.states import State, TurnMachine
@@ -59,8 +60,6 @@ from harken.frames import (
     InterruptionFrame,
     LLMResponseEndFrame,
     LLMResponseStartFrame,
-    PausePlaybackFrame,
-    ResumePlaybackFrame,
     StartFrame,
     SystemFrame,
     TextFrame,
@@ -94,6 +93,12 @@ class EngineSettings:
     #: hold the agent's audio as soon as the caller starts speaking over it; resume if it was
     #: a backchannel (the agent falls silent at once instead of after the barge-in threshold)
     pause_on_speech: bool = True
+    #: hold sooner: when the caller's level stays above ``early_hold_dbfs`` for this long over
+    #: the agent, before the VAD's start (which needs 160 ms of speech); released after
+    #: ``early_hold_s`` unless the VAD confirms speech (0 disables; needs ``pause_on_speech``)
+    early_hold_ms: float = 60.0
+    early_hold_dbfs: float = -40.0
+    early_hold_s: float = 0.3
     #: after a barge-in candidate's speech stops, wait at most this long for its words (the
     #: STT's speculative transcript) before treating it as a backchannel
     barge_words_s: float = 0.4
@@ -125,8 +130,6 @@ class ConversationEngine(Stage):
         self._t_speech_end: float | None = None
         self._t_endpoint: float | None = None
         self._endpoint_rule = ""
-        self._t_onset: float | None = None
-        self._t_held: float | None = None
         self._close_reason = ""
         self.machine = TurnMachine()
         self.barge = BargeIn(s.barge_in)
@@ -145,7 +148,13 @@ class ConversationEngine(Stage):
         self._awaiting_final = False
         self._ending = False
         self._by_uid: dict[int, ReplyRecord] = {}
-        self._paused = False
+        self.holds = PlaybackHold(
+            self._send_system,
+            enabled=s.pause_on_speech and s.barge_in.enabled,
+            early_ms=s.early_hold_ms,
+            early_dbfs=s.early_hold_dbfs,
+            early_s=s.early_hold_s,
+        )
         self._interim = ""
         self._prepared: Any = None
         #: preemptive generation: started, used (the final matched), wasted (it did not)
@@ -170,6 +179,8 @@ class ConversationEngine(Stage):
                 and rms_dbfs(frame.pcm) > barge.params.min_dbfs
             ):
                 self._barge_in()
+            elif self._reply is not None and self._speech_start is None:
+                self.holds.sound(frame, self.machine.agent_busy)
             return  # the caller's audio stops here
         if isinstance(frame, TranscriptFrame):
             self._transcript(frame)
@@ -201,7 +212,7 @@ class ConversationEngine(Stage):
         elif isinstance(frame, AgentStoppedSpeakingFrame):
             self._agent_stopped(frame)
         elif isinstance(frame, InterruptionFrame):
-            self._paused = False
+            self.holds.forget()
             self._cancel_reply()
         elif isinstance(frame, DTMFFrame):
             self._dtmf(frame.digit)
@@ -282,12 +293,9 @@ class ConversationEngine(Stage):
 
     def _candidate(self, timestamp: float) -> None:
         """Caller speech over the agent: maybe a barge-in; hold the audio meanwhile."""
-        if not self.settings.barge_in.enabled:
-            return
-        self.barge.begin(timestamp)
-        self._t_onset = time.perf_counter()
-        self._t_held = None
-        self._hold(True)
+        if self.settings.barge_in.enabled:
+            self.barge.begin(timestamp)
+            self.holds.onset()
 
     def _await_barge_words(self) -> None:
         """A candidate's speech stopped short of the thresholds: its words will decide."""
@@ -299,19 +307,15 @@ class ConversationEngine(Stage):
         """The candidate was a backchannel (or its words never came): the agent goes on."""
         self._barge_timer = None
         self.backchannels += 1
-        self.hooks.event("backchannel", {"held": self._paused})
-        self._hold(False)
+        self.hooks.event("backchannel", {"held": self.holds.held})
+        self.holds.release()
 
-    def _hold(self, pause: bool) -> None:
-        if not self.settings.pause_on_speech or pause == self._paused:
-            return
+    def _send_system(self, frame: SystemFrame) -> bool:
         call = self.call
         if call is None or call.closed:
-            return
-        self._paused = pause
-        if pause:
-            self._t_held = time.perf_counter()
-        call.system(PausePlaybackFrame() if pause else ResumePlaybackFrame())
+            return False
+        call.system(frame)
+        return True
 
     def _prepare(self) -> None:
         """Preemptive generation on the caller's stop (see ``EngineSettings.preemptive``)."""
@@ -340,8 +344,8 @@ class ConversationEngine(Stage):
         if self._reply is None or self._ending:
             return
         record = self._reply
-        record.t_bargein_onset = self._t_onset
-        record.t_bargein_stopped = self._t_held or time.perf_counter()
+        record.t_bargein_onset = self.holds.t_onset
+        record.t_bargein_stopped = self.holds.t_held or time.perf_counter()
         self.hooks.event("barge_in", {"stop_ms": record.timeline_ms(0.0)["bargein_stop_ms"]})
         self.interruptions += 1
         self._interrupt()
@@ -424,7 +428,7 @@ class ConversationEngine(Stage):
         self._cancel_reply()
         self._cancel_timer("_idle_timer")
         self.barge.reset()
-        self._hold(False)
+        self.holds.release()
         if self._speech_start is not None:  # the caller is talking: the reply may be cut
             self._candidate(self._speech_start)
         self.machine.fire("reply")
@@ -551,7 +555,7 @@ class ConversationEngine(Stage):
         if self.machine.fire("done"):
             if self._speech_start is not None:  # the caller is mid-sentence: their turn
                 self.barge.reset()
-                self._hold(False)
+                self.holds.release()
                 self.machine.fire("user_start")
             else:
                 self._arm_idle()
@@ -576,7 +580,9 @@ class ConversationEngine(Stage):
             self.hooks.call_ended(self._close_reason or "end")
         self.machine.fire("end")
         self._drop_prepared()
-        for name in ("_final_timer", "_idle_timer", "_limit_timer", "_dtmf_timer", "_barge_timer"):
+        timers = ("_final_timer", "_idle_timer", "_limit_timer", "_dtmf_timer", "_barge_timer")
+        self.holds.cancel_early()
+        for name in timers:
             self._cancel_timer(name)
         task, self._task = self._task, None
         if task is not None and not task.done():
