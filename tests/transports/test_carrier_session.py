@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harken.agent.echo import EchoAgent
-from harken.audio.g711 import ulaw_decode
+from harken.audio.g711 import alaw_decode, ulaw_decode
 from harken.frames import (
     AgentStartedSpeakingFrame,
     AgentStoppedSpeakingFrame,
@@ -58,7 +58,7 @@ class FakeLink:
         return [m for m in self.sent if m["event"] == event]
 
 
-def start_msg(params: dict[str, str] | None = None) -> str:
+def start_msg(params: dict[str, str] | None = None, encoding: str = "audio/x-mulaw") -> str:
     return json.dumps(
         {
             "event": "start",
@@ -70,7 +70,7 @@ def start_msg(params: dict[str, str] | None = None) -> str:
                 "callSid": "CA" + "c" * 32,
                 "tracks": ["inbound"],
                 "customParameters": params or {},
-                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "mediaFormat": {"encoding": encoding, "sampleRate": 8000, "channels": 1},
             },
         }
     )
@@ -361,3 +361,17 @@ async def test_transfer_waits_for_playback_then_calls_the_carrier() -> None:
     await asyncio.sleep(0.5)
     assert targets == ["+15550100"]
     assert s.outcome == "transfer" and link.closed is not None
+
+
+async def test_an_alaw_stream_is_decoded_and_echoed_as_alaw() -> None:
+    s, link, spy = session(deadman_margin_s=5.0)
+    s.receive_text(start_msg(encoding="audio/x-alaw"))
+    await settle()
+    tone = (np.sin(np.arange(160) / 3) * 100 + 128).astype(np.uint8).tobytes()
+    s.receive_text(media_msg(0, tone))
+    await settle()
+    (frame,) = spy.of(AudioFrame)
+    assert frame.pcm == alaw_decode(tone)  # decoded with the law the stream announced
+    (media,) = link.of("media")
+    echoed = base64.b64decode(media["media"]["payload"])  # type: ignore[index]
+    assert alaw_decode(echoed) == alaw_decode(tone)

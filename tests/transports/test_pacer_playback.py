@@ -187,3 +187,25 @@ def test_trim_drops_the_oldest_live_audio_and_keeps_offsets_consistent() -> None
     assert audio == [b"\x01" * CHUNK] * 2  # only the newest are played
     assert out[-1].kind == MARK and out[-1].offset_s == pytest.approx(0.1)
     assert p.sent_bytes == 5 * CHUNK
+
+
+def test_awaiting_end_counts_finished_utterances_until_they_resolve() -> None:
+    t = PlaybackTracker("mark", margin_s=1.0)
+    t.begin(1, 0.0)
+    assert not t.awaiting_end  # open, still receiving audio
+    t.finish(1, 1.0, 1.0, 0.0, "h1.end")
+    t.finish(1, 1.0, 1.0, 0.0, "h1.end")  # finishing twice counts once
+    t.begin(2, 1.0)
+    t.finish(2, 2.0, 2.0, 0.0, "h2.end")
+    assert t.finished == 2 and t.awaiting_end
+    assert t.on_mark("h1.end", cleared=False) is not None
+    assert t.finished == 1
+    t.begin(2, 1.0)  # an id reused before it resolved replaces the finished one
+    assert t.finished == 0 and not t.awaiting_end
+    t.finish(2, 2.0, 0.0, 0.0, "h2.end")
+    assert [c.strategy for c in t.on_clock(0.0, 5.0)] == ["deadman"]
+    assert t.finished == 0
+    t.begin(3, 2.0)
+    t.finish(3, 3.0, 0.0, 0.0, "h3.end")
+    t.interrupt(2.5)
+    assert t.finished == 0 and not t.active

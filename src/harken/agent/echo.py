@@ -21,13 +21,21 @@ from harken.pipeline import Stage
 
 
 class EchoAgent(Stage):
-    __slots__ = ("_in_utterance", "_samples", "_uid", "hangup_digit", "utterance_samples")
+    __slots__ = (
+        "_bytes",
+        "_in_utterance",
+        "_uid",
+        "hangup_digit",
+        "utterance_bytes",
+        "utterance_samples",
+    )
 
     def __init__(self, sample_rate: int, utterance_s: float = 1.0, hangup_digit: str = "#") -> None:
         super().__init__("echo")
         self.hangup_digit = hangup_digit
         self.utterance_samples = max(1, int(sample_rate * utterance_s))
-        self._samples = 0
+        self.utterance_bytes = 2 * self.utterance_samples  # PCM16 bytes per channel
+        self._bytes = 0
         self._uid = 0
         self._in_utterance = False
 
@@ -38,9 +46,9 @@ class EchoAgent(Stage):
                 self._in_utterance = True
                 self.push_down(TTSStartedFrame(utterance_id=self._uid, live=True))
             self.push_down(frame)
-            self._samples += frame.num_samples
-            if self._samples >= self.utterance_samples:
-                self._samples = 0
+            self._bytes += len(frame.pcm) // frame.channels
+            if self._bytes >= self.utterance_bytes:
+                self._bytes = 0
                 self._in_utterance = False
                 self.push_down(TTSStoppedFrame(utterance_id=self._uid))
             return
@@ -50,6 +58,6 @@ class EchoAgent(Stage):
         if isinstance(frame, DTMFFrame) and frame.digit == self.hangup_digit:
             if self._in_utterance:
                 self._in_utterance = False
-                self._samples = 0
+                self._bytes = 0
                 self.push_down(TTSStoppedFrame(utterance_id=self._uid))
             self.push_down(HangupFrame(reason=f"caller pressed {frame.digit}"))

@@ -211,10 +211,15 @@ class JsonStreamCodec(CarrierCodec):
         return DtmfReceived(digit, _wire.opt_uint(dtmf, "duration", where))
 
     def _on_mark(self, msg: dict[str, Any]) -> Event:
-        where = f"{self.name} mark"
+        # a few per second per call (one per mark interval): checks inline, messages built only
+        # on failure
         self._require_streaming_event(msg, "mark")
-        mark = _wire.obj(msg, "mark", where)
-        return self._mark_echoed(_wire.string(mark, "name", where))
+        mark = msg.get("mark")
+        name = mark.get("name") if type(mark) is dict else None
+        if type(name) is str and name:
+            return self._mark_echoed(name)
+        where = f"{self.name} mark"
+        return self._mark_echoed(_wire.string(_wire.obj(msg, "mark", where), "name", where))
 
     def _on_stop(self, msg: dict[str, Any]) -> StreamStopped:
         where = f"{self.name} stop"
@@ -234,8 +239,15 @@ class JsonStreamCodec(CarrierCodec):
     def _require_streaming_event(self, msg: dict[str, Any], event: str) -> None:
         if self.state != STREAMING:
             raise self._not_streaming(event)
-        self._check_stream_id(msg.get(self.SID_KEY), event)
-        self._note_sequence(_wire.opt_uint(msg, self.SEQ_KEY, f"{self.name} {event}"))
+        sid = msg.get(self.SID_KEY)
+        if sid is not None and sid != self.stream_id:
+            self._check_stream_id(sid, event)
+        seq = msg.get(self.SEQ_KEY)
+        if seq is not None:
+            if type(seq) is str and len(seq) < 19 and seq.isascii() and seq.isdigit():
+                self._note_sequence(int(seq))
+            else:
+                self._note_sequence(_uint(seq, self.SEQ_KEY, f"{self.name} {event}"))
 
     # ----------------------------------------------------------------------------------------
     # outbound

@@ -221,8 +221,14 @@ def json_text(value: str, what: str) -> str:
         raise LocalProtocolError(f"{what} cannot be encoded as JSON: {exc}") from exc
 
 
+#: Characters a JSON string may hold unescaped (printable ASCII but the quote and backslash).
+_PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - {'"', "\\"}
+
+
 def mark_name(name: str) -> str:
     """Validate a mark name we are about to send; return it as a JSON string literal."""
+    if type(name) is str and 0 < len(name) <= MAX_MARK_NAME and _PLAIN.issuperset(name):
+        return '"' + name + '"'  # the usual case (harken's own names): nothing to escape
     text = json_text(name, "mark name")
     if not name or len(name) > MAX_MARK_NAME:
         raise LocalProtocolError(f"mark name must have 1..{MAX_MARK_NAME} characters")

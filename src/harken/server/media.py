@@ -33,6 +33,11 @@ log = logging.getLogger("harken.media")
 
 SessionFactory = Callable[[str, "PicowsLink"], CarrierSession]
 _MAX_MESSAGE = 1 << 20
+# enum members bound once: ``WSMsgType.TEXT`` is an attribute lookup on an enum class
+_TEXT = WSMsgType.TEXT
+_BINARY = WSMsgType.BINARY
+_CONTINUATION = WSMsgType.CONTINUATION
+_CLOSE = WSMsgType.CLOSE
 
 
 class PicowsLink:
@@ -46,12 +51,12 @@ class PicowsLink:
     def send_text(self, text: str) -> None:
         t = self.transport
         if t is not None and not t.is_close_frame_sent:
-            t.send(WSMsgType.TEXT, text.encode())
+            t.send(_TEXT, text.encode())
 
     def send_bytes(self, data: bytes) -> None:
         t = self.transport
         if t is not None and not t.is_close_frame_sent:
-            t.send(WSMsgType.BINARY, data)
+            t.send(_BINARY, data)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         t = self.transport
@@ -78,26 +83,27 @@ class MediaListener(WSListener):
         self.link = link
         self._parts: list[bytes] = []
         self._type: Any = None
+        self._receive_text = session.receive_text
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.link.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         mtype = frame.msg_type
-        if mtype == WSMsgType.TEXT and frame.fin and not self._parts:
-            self.session.receive_text(frame.get_payload_as_bytes())
-        elif mtype == WSMsgType.BINARY and frame.fin and not self._parts:
+        if mtype is _TEXT and frame.fin and not self._parts:  # the hot path
+            self._receive_text(frame.get_payload_as_bytes())
+        elif mtype is _BINARY and frame.fin and not self._parts:
             self.session.receive_bytes(frame.get_payload_as_bytes())
-        elif mtype in (WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION):
+        elif mtype is _TEXT or mtype is _BINARY or mtype is _CONTINUATION:
             self._fragment(frame)
-        elif mtype == WSMsgType.CLOSE:
+        elif mtype is _CLOSE:
             self.session.socket_closed()
             if not transport.is_close_frame_sent:
                 transport.send_close(frame.get_close_code(), frame.get_close_message())
             transport.disconnect()
 
     def _fragment(self, frame: WSFrame) -> None:
-        if frame.msg_type != WSMsgType.CONTINUATION:
+        if frame.msg_type is not _CONTINUATION:
             self._parts, self._type = [], frame.msg_type
         self._parts.append(frame.get_payload_as_bytes())
         if sum(len(p) for p in self._parts) > _MAX_MESSAGE:
@@ -106,7 +112,7 @@ class MediaListener(WSListener):
             return
         if frame.fin:
             data, self._parts = b"".join(self._parts), []
-            if self._type == WSMsgType.TEXT:
+            if self._type is _TEXT:
                 self.session.receive_text(data)
             else:
                 self.session.receive_bytes(data)

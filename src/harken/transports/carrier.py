@@ -29,6 +29,7 @@ from harken.protocols.base import CarrierCodec
 from harken.protocols.events import (
     CarrierError,
     DtmfReceived,
+    Event,
     MarkEchoed,
     MediaReceived,
     StreamStarted,
@@ -39,6 +40,7 @@ from harken.transports.output import CarrierOutput, Link, PlaybackSettings
 from harken.transports.wire_audio import decoder
 
 log = logging.getLogger("harken.carrier")
+_NEW = CallState.NEW
 
 #: Builds the agent stages for a call: (stream info, input sample rate, output sample rate).
 AgentFactory = Callable[[StreamStarted, int, int], list[Stage]]
@@ -125,6 +127,8 @@ class CarrierSession:
         self.closed = False
         self.outcome = ""
         self._decode = decoder(codec.encoding)
+        self._rate = codec.sample_rate
+        self._pcm_bytes_per_s = 2 * codec.sample_rate
         self._early: list[AudioFrame] = []
         self._media_s = 0.0
         self._paused = False
@@ -134,46 +138,66 @@ class CarrierSession:
     # --- messages in -------------------------------------------------------------------------
 
     def receive_text(self, text: str | bytes) -> None:
-        self._receive(text, binary=False)
-
-    def receive_bytes(self, data: bytes) -> None:
-        self._receive(data, binary=True)
-
-    def _receive(self, data: str | bytes, binary: bool) -> None:
         if self.closed:
             return
         try:
-            codec = self.codec
-            event = codec.receive_bytes(data) if binary else codec.receive_text(data)  # type: ignore[arg-type]
-            if isinstance(event, MediaReceived):
+            event = self.codec.receive_text(text)
+            if type(event) is MediaReceived:  # the hot path: 50 per second per call
                 self._media(event)
-            elif isinstance(event, MarkEchoed):
-                if self.output is not None:
-                    self.output.on_mark(event.name, event.cleared)
-            elif isinstance(event, DtmfReceived):
-                if self.call is not None and not self.call.closed:
-                    self.call.system(DTMFFrame(event.digit, event.duration_ms or 0))
-            elif isinstance(event, StreamStarted):
-                self._started(event)
-            elif isinstance(event, StreamStopped):
-                self._remote_ended("stop")
-            elif isinstance(event, CarrierError):
-                log.warning("%s reported an error: %s", self.codec.name, event)
-        except RemoteProtocolError as exc:
+            else:
+                self._event(event)
+        except Exception as exc:  # noqa: BLE001 - this call's error boundary
+            self._failed(exc)
+
+    def receive_bytes(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            event = self.codec.receive_bytes(data)
+            if type(event) is MediaReceived:
+                self._media(event)
+            else:
+                self._event(event)
+        except Exception as exc:  # noqa: BLE001 - this call's error boundary
+            self._failed(exc)
+
+    def _event(self, event: Event) -> None:
+        if isinstance(event, MarkEchoed):
+            if self.output is not None:
+                self.output.on_mark(event.name, event.cleared)
+        elif isinstance(event, MediaReceived):
+            self._media(event)
+        elif isinstance(event, DtmfReceived):
+            if self.call is not None and not self.call.closed:
+                self.call.system(DTMFFrame(event.digit, event.duration_ms or 0))
+        elif isinstance(event, StreamStarted):
+            self._started(event)
+        elif isinstance(event, StreamStopped):
+            self._remote_ended("stop")
+        elif isinstance(event, CarrierError):
+            log.warning("%s reported an error: %s", self.codec.name, event)
+
+    def _failed(self, exc: Exception) -> None:
+        """Bad input (:class:`RemoteProtocolError`) or a bug: end this call only."""
+        if isinstance(exc, RemoteProtocolError):
             metrics.PROTOCOL_ERRORS.labels(self.codec.name).inc()
             log.warning("%s stream %s: %s", self.codec.name, self.codec.stream_id, exc)
             self.fail("protocol error", CLOSE_POLICY, str(exc)[:120])
-        except Exception as exc:
-            log.exception("%s stream %s: unexpected error", self.codec.name, self.codec.stream_id)
+        else:
+            log.error(
+                "%s stream %s: unexpected error",
+                self.codec.name,
+                self.codec.stream_id,
+                exc_info=exc,
+            )
             self.fail("internal error", 1011, type(exc).__name__)
 
     def _media(self, event: MediaReceived) -> None:
         pcm = self._decode(event.payload)
-        rate = self.codec.sample_rate
-        frame = AudioFrame(pcm, rate, timestamp=self._media_s)
-        self._media_s += len(pcm) / (2 * rate)
+        frame = AudioFrame(pcm, self._rate, 1, self._media_s)
+        self._media_s += len(pcm) / self._pcm_bytes_per_s
         call = self.call
-        if call is None or call.state is CallState.NEW:
+        if call is None or call.state is _NEW:
             if len(self._early) < _EARLY_FRAMES:
                 self._early.append(frame)
             return
@@ -212,6 +236,10 @@ class CarrierSession:
             return
         self.info = info
         codec = self.codec
+        # the format the stream announced (a Twilio stream may be A-law, an L16 one 16 kHz)
+        self._decode = decoder(codec.encoding)
+        self._rate = codec.sample_rate
+        self._pcm_bytes_per_s = 2 * codec.sample_rate
         self.output = CarrierOutput(codec, self.link, self.playback)
         loop = asyncio.get_running_loop()
         self.output.on_hangup = lambda: self._spawn(loop.create_task(self.carrier_hangup()))

@@ -23,6 +23,7 @@ call costs no timer and a busy one no task.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -167,6 +168,17 @@ class CarrierOutput(Stage):
         self._waiters: list[Callable[[], None]] = []
         self._clock: PacerClock | None = None
         self._paused_at: float | None = None
+        #: the loop's clock, bound on first use (see _bind_now)
+        self._now: Callable[[], float] = self._bind_now
+
+    def _bind_now(self) -> float:
+        """Bind :attr:`_now` to the running loop's clock and read it. This runs for every frame:
+        ``asyncio.get_running_loop()`` costs more than the clock itself, and a standard loop's
+        ``time()`` is ``time.monotonic()`` behind a Python call, so that is called directly."""
+        loop = asyncio.get_running_loop()
+        plain = type(loop).time is asyncio.BaseEventLoop.time and "time" not in vars(loop)
+        self._now = time.monotonic if plain else loop.time
+        return self._now()
 
     # --- downstream --------------------------------------------------------------------------
 
@@ -209,39 +221,53 @@ class CarrierOutput(Stage):
             self._auto_uid += 1
             self._open_utterance(self._auto_uid)
         data = self.encode(frame.pcm)
+        pacer = self.pacer
         if not self.use_marks:
-            self.pacer.push(data)
+            pacer.push(data)
         else:
-            # intermediate marks every mark_interval of audio, also inside one long frame
-            view = memoryview(data)
-            while view:
-                room = self.mark_every - self._since_mark
-                piece, view = view[:room], view[room:]
-                self.pacer.push(piece)
-                self._since_mark += len(piece)
-                if self._since_mark >= self.mark_every:
-                    self._since_mark = 0
-                    self._mark_seq += 1
-                    name = f"h{self._uid}.{self._mark_seq}"
-                    offset = self.pacer.mark(name)
-                    assert self._uid is not None
-                    self.tracker.note_mark(self._uid, name, offset)
+            since = self._since_mark + len(data)
+            if since < self.mark_every:  # no mark falls inside (4 frames in 5)
+                pacer.push(data)
+                self._since_mark = since
+            elif since == self.mark_every:  # a mark right after this frame (the 5th)
+                pacer.push(data)
+                self._since_mark = self.mark_every
+                self._mark_interval()
+            else:
+                self._push_marked(data)
+        now = self._now()
         if self._live:
-            self._trim_live()
-        self._pump()
+            # Live audio: keep at most live_max_s between the caller and the newest sample.
+            # In step, a frame arrives, leaves and plays within a frame or two. After a stall a
+            # burst arrives at once; playing all of it would put the stall's delay into every
+            # later sample, so the oldest audio beyond the budget is dropped (and counted).
+            pacer.trim_live(now, self.live_max_s)
+        self._pump(now)
+
+    def _push_marked(self, data: bytes) -> None:
+        """Queue ``data`` with an intermediate mark every ``mark_interval`` of audio (also
+        inside one long frame)."""
+        view = memoryview(data)
+        while view:
+            room = self.mark_every - self._since_mark
+            piece, view = view[:room], view[room:]
+            self.pacer.push(piece)
+            self._since_mark += len(piece)
+            if self._since_mark >= self.mark_every:
+                self._mark_interval()
+
+    def _mark_interval(self) -> None:
+        """An intermediate mark after the audio pushed so far (one mark interval of it)."""
+        uid = self._uid
+        assert uid is not None
+        self._since_mark = 0
+        self._mark_seq += 1
+        name = f"h{uid}.{self._mark_seq}"
+        self.tracker.note_mark(uid, name, self.pacer.mark(name))
 
     def _trim_live(self) -> None:
-        """Live audio: keep at most ``live_max_s`` between the caller and the newest sample.
-
-        In step, a frame arrives, leaves and plays within a frame or two. After a stall a burst
-        arrives at once; playing all of it would put the stall's delay into every later sample,
-        so the oldest audio beyond the budget is dropped (and counted) instead.
-        """
-        pacer = self.pacer
-        now = asyncio.get_running_loop().time()
-        excess = pacer.queued_s + pacer.far_queue_s(now) - self.live_max_s
-        if excess > 1e-9:
-            pacer.trim(max(0.0, pacer.queued_s - excess))
+        """Live audio: keep at most ``live_max_s`` between the caller and the newest sample."""
+        self.pacer.trim_live(self._now(), self.live_max_s)
 
     def _open_utterance(self, uid: int) -> None:
         self._uid = uid
@@ -256,8 +282,7 @@ class CarrierOutput(Stage):
         self._live = False
         if uid is None or self.remote_gone:
             return
-        loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._now()
         final: str | None = None
         if self.use_marks:
             final = f"h{uid}.end"
@@ -276,23 +301,29 @@ class CarrierOutput(Stage):
 
     def _pump(self, now: float | None = None) -> None:
         if now is None:
-            now = asyncio.get_running_loop().time()
-        codec, link = self.codec, self.link
-        for item in self.pacer.release(now):
-            if item.kind == AUDIO:
-                if self.on_sent is not None:
-                    self.on_sent(item.data, now)
-                message = codec.media(item.data)
-                if isinstance(message, str):
-                    link.send_text(message)
+            now = self._now()
+        pacer = self.pacer
+        released = pacer.release(now)
+        if released:
+            codec, link = self.codec, self.link
+            for kind, data, name, offset_s in released:
+                if kind == AUDIO:
+                    if self.on_sent is not None:
+                        self.on_sent(data, now)
+                    message = codec.media(data)
+                    if isinstance(message, str):
+                        link.send_text(message)
+                    else:
+                        link.send_bytes(message)
+                    announce = self._announce
+                    while announce and announce[0][0] <= offset_s + 1e-9:
+                        _, uid = announce.pop(0)
+                        self._broadcast(AgentStartedSpeakingFrame(utterance_id=uid))
                 else:
-                    link.send_bytes(message)
-                while self._announce and self._announce[0][0] <= item.offset_s + 1e-9:
-                    _, uid = self._announce.pop(0)
-                    self._broadcast(AgentStartedSpeakingFrame(utterance_id=uid))
-            else:
-                link.send_text(codec.mark(item.name))
-        if self._needs_clock():
+                    link.send_text(codec.mark(name))
+        # the clock is needed to release held audio, or to resolve a finished utterance
+        # (_needs_clock, inline: this runs for every frame)
+        if pacer.holding or self._waiters or self.tracker.finished:
             self._want_clock()
 
     def _want_clock(self) -> None:
@@ -316,7 +347,7 @@ class CarrierOutput(Stage):
     def _needs_clock(self) -> bool:
         """Ticks are needed to release held audio, or to resolve a finished utterance by the
         clock (drained/silence, or its deadman); an open utterance in step needs none."""
-        return not self.pacer.idle or bool(self._waiters) or self.tracker.awaiting_end
+        return self.pacer.holding or bool(self._waiters) or self.tracker.finished > 0
 
     # --- far-end signals and barge-in --------------------------------------------------------
 
@@ -332,7 +363,7 @@ class CarrierOutput(Stage):
             self._interrupt()
         elif isinstance(frame, PausePlaybackFrame):
             if self._paused_at is None and not self.remote_gone:
-                self._paused_at = asyncio.get_running_loop().time()
+                self._paused_at = self._now()
                 self.pacer.paused = True
         elif isinstance(frame, ResumePlaybackFrame):
             self._resume()
@@ -346,13 +377,13 @@ class CarrierOutput(Stage):
         paused_at, self._paused_at = self._paused_at, None
         if paused_at is None:
             return
-        now = asyncio.get_running_loop().time()
+        now = self._now()
         self.pacer.paused = False
         self.tracker.postpone(now - paused_at)
         self._pump(now)
 
     def _interrupt(self) -> None:
-        now = asyncio.get_running_loop().time()
+        now = self._now()
         played = self.pacer.played_offset(now)
         had_audio = self.pacer.remaining_s(now) > 0 or self.tracker.active
         self.pacer.clear(now)
@@ -371,7 +402,7 @@ class CarrierOutput(Stage):
         if self.remote_gone:
             return
         self.remote_gone = True
-        now = asyncio.get_running_loop().time()
+        now = self._now()
         played = self.pacer.played_offset(now)
         self.pacer.clear(now)
         self._uid = None

@@ -14,7 +14,7 @@ rest of the call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from harken.errors import AudioError
 
@@ -22,17 +22,20 @@ AUDIO = 0
 MARK = 1
 
 
-@dataclass(slots=True, frozen=True)
-class Release:
+class Release(NamedTuple):
     """One thing to send: a chunk of audio (``kind == AUDIO``) or a mark (``kind == MARK``).
 
     ``offset_s`` is the stream position (seconds of audio released before it) where it sits.
+    (A tuple: one is built per 20 ms chunk per call, through ``tuple.__new__``.)
     """
 
     kind: int
     data: bytes = b""
     name: str = ""
     offset_s: float = 0.0
+
+
+_new_tuple = tuple.__new__
 
 
 class Pacer:
@@ -50,6 +53,7 @@ class Pacer:
         "pushed_bytes",
         "sent_bytes",
         "silence",
+        "step_s",
     )
 
     def __init__(self, chunk_bytes: int, bytes_per_s: int, silence: bytes, lead_s: float = 0.08):
@@ -61,6 +65,7 @@ class Pacer:
         self.bytes_per_s = bytes_per_s
         self.silence = silence
         self.lead_s = lead_s
+        self.step_s = chunk_bytes / bytes_per_s  # one chunk's duration
         self._buf = bytearray()
         self._marks: list[tuple[int, str]] = []  # (stream byte offset, name); a few at most
         self.pushed_bytes = 0  # stream offset of the end of everything pushed
@@ -96,28 +101,39 @@ class Pacer:
 
     def release(self, now: float) -> list[Release]:
         """What to send now; never more than ``lead_s`` is queued at the far end afterwards."""
-        out: list[Release] = []
-        if self.far_end < now:
-            self.far_end = now
+        far = self.far_end
+        if far < now:
+            far = self.far_end = now
         if self.paused:
-            return out
+            return []
         buf = self._buf
         marks = self._marks
         chunk = self.chunk_bytes
+        if len(buf) < chunk and not marks:  # nothing whole to send (the usual idle check)
+            return []
+        out: list[Release] = []
         limit = now + self.lead_s + 1e-9
-        step = chunk / self.bytes_per_s
+        step = self.step_s
+        bps = self.bytes_per_s
+        sent = self.sent_bytes
         while True:
-            if marks and marks[0][0] <= self.sent_bytes:
+            if marks and marks[0][0] <= sent:
                 offset, name = marks.pop(0)
-                out.append(Release(MARK, name=name, offset_s=offset / self.bytes_per_s))
+                out.append(_new_tuple(Release, (MARK, b"", name, offset / bps)))
                 continue
-            if len(buf) < chunk or self.far_end + step > limit:
+            if len(buf) < chunk or far + step > limit:
                 break
-            data = bytes(buf[:chunk])
-            del buf[:chunk]
-            out.append(Release(AUDIO, data, offset_s=self.sent_bytes / self.bytes_per_s))
-            self.sent_bytes += chunk
-            self.far_end += step
+            if len(buf) == chunk:  # in step: exactly one chunk waits (one copy, not two)
+                data = bytes(buf)
+                buf.clear()
+            else:
+                data = bytes(buf[:chunk])
+                del buf[:chunk]
+            out.append(_new_tuple(Release, (AUDIO, data, "", sent / bps)))
+            sent += chunk
+            far += step
+        self.sent_bytes = sent
+        self.far_end = far
         return out
 
     def next_due(self, now: float) -> float | None:
@@ -129,6 +145,16 @@ class Pacer:
         if len(self._buf) < self.chunk_bytes:
             return None
         return max(now, self.far_end + self.chunk_bytes / self.bytes_per_s - self.lead_s)
+
+    def trim_live(self, now: float, max_s: float) -> None:
+        """Keep at most ``max_s`` of audio between now and the newest sample (held here plus
+        queued at the far end), dropping the oldest held audio beyond it (see :meth:`trim`)."""
+        bps = self.bytes_per_s
+        held = len(self._buf) / bps
+        far = self.far_end - now
+        excess = held + (far if far > 0.0 else 0.0) - max_s
+        if excess > 1e-9:
+            self.trim(held - excess if held > excess else 0.0)
 
     def trim(self, keep_s: float) -> float:
         """Drop the oldest held audio beyond ``keep_s`` (live audio a stall made stale).
@@ -182,3 +208,8 @@ class Pacer:
     @property
     def idle(self) -> bool:
         return not self._buf and not self._marks
+
+    @property
+    def holding(self) -> bool:
+        """Audio or marks wait here (``not idle``)."""
+        return bool(self._buf or self._marks)

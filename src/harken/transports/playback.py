@@ -57,7 +57,7 @@ class _Utterance:
 class PlaybackTracker:
     """Tracks the utterances of one call's outbound audio (see the module docstring)."""
 
-    __slots__ = ("_open", "completions", "deadman_fires", "margin_s", "strategy")
+    __slots__ = ("_open", "completions", "deadman_fires", "finished", "margin_s", "strategy")
 
     def __init__(self, strategy: str, margin_s: float = 1.0) -> None:
         if strategy not in STRATEGIES:
@@ -65,6 +65,8 @@ class PlaybackTracker:
         self.strategy = strategy
         self.margin_s = margin_s
         self._open: dict[int, _Utterance] = {}
+        #: open utterances with all their audio queued, waiting for their completion signal
+        self.finished = 0
         self.deadman_fires = 0
         self.completions: dict[str, int] = {}
 
@@ -75,7 +77,7 @@ class PlaybackTracker:
     @property
     def awaiting_end(self) -> bool:
         """Some utterance has all its audio queued and waits for its completion signal."""
-        return any(u.end is not None for u in self._open.values())
+        return self.finished > 0
 
     def current(self) -> int | None:
         """The id of the newest utterance not yet resolved."""
@@ -83,6 +85,9 @@ class PlaybackTracker:
 
     def begin(self, uid: int, offset_s: float) -> None:
         """The first audio of utterance ``uid`` sits at stream offset ``offset_s``."""
+        old = self._open.get(uid)
+        if old is not None and old.end is not None:  # a reused id replaces a finished one
+            self.finished -= 1
         self._open[uid] = _Utterance(uid, offset_s, played=offset_s)
 
     def note_mark(self, uid: int, name: str, offset_s: float) -> None:
@@ -98,6 +103,8 @@ class PlaybackTracker:
         utt = self._open.get(uid)
         if utt is None:
             return None
+        if utt.end is None:
+            self.finished += 1
         utt.end = end_s
         utt.final_mark = final_mark
         if final_mark is not None:
@@ -164,6 +171,8 @@ class PlaybackTracker:
     ) -> Completion:
         del self._open[utt.uid]
         end = utt.end
+        if end is not None:
+            self.finished -= 1
         if heard_to is None:
             heard_to = end if end is not None else utt.played
         duration = (end if end is not None else heard_to) - utt.start
