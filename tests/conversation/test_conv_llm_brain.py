@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import numpy as np
+
 from harken.conversation import (
     ConversationEngine,
     EngineSettings,
@@ -31,6 +33,9 @@ from harken.pipeline import Call, Pipeline
 from harken.testing.llm_server import FakeLLMServer, Reply, Stall, Token, last_user_text
 from harken.testing.llm_server import Tool as ToolStep
 from harken.testing.stages import Recorder
+
+# caller speech stand-in over the agent (the barge-in needs sound, not digital silence)
+SPEECH_20MS = (np.sin(2 * np.pi * 440 * np.arange(160) / 8000) * 8000).astype(np.int16).tobytes()
 
 booked: list[dict[str, Any]] = []
 
@@ -169,7 +174,7 @@ async def test_barge_in_cancels_the_stream_and_keeps_only_heard_words() -> None:
         call.system(AgentStartedSpeakingFrame(utterance_id=2))
         call.system(UserStartedSpeakingFrame(timestamp=10.0))
         for i in range(30):
-            call.feed(AudioFrame(bytes(320), 8000, timestamp=10.0 + i * 0.02))
+            call.feed(AudioFrame(SPEECH_20MS, 8000, timestamp=10.0 + i * 0.02))
         assert engine.interruptions == 1
         exchange = await ended(srv, 0)
         assert exchange.closed_early  # the HTTP stream was closed on the barge-in
@@ -192,7 +197,7 @@ async def test_tool_cancelled_by_barge_in_gets_a_cancelled_result() -> None:
         await settle(0.1)
         call.system(UserStartedSpeakingFrame(timestamp=10.0))
         for i in range(30):
-            call.feed(AudioFrame(bytes(320), 8000, timestamp=10.0 + i * 0.02))
+            call.feed(AudioFrame(SPEECH_20MS, 8000, timestamp=10.0 + i * 0.02))
         await settle()
         tool_msgs = [m for m in brain.context.messages if m["role"] == "tool"]
         assert len(tool_msgs) == 1 and "cancelled" in tool_msgs[0]["content"]
@@ -224,7 +229,7 @@ async def test_resumed_turn_merges_into_one_user_message() -> None:
         # the caller goes on before the agent said anything: the endpoint was early
         call.system(UserStartedSpeakingFrame(timestamp=5.0))
         for i in range(30):
-            call.feed(AudioFrame(bytes(320), 8000, timestamp=5.0 + i * 0.02))
+            call.feed(AudioFrame(SPEECH_20MS, 8000, timestamp=5.0 + i * 0.02))
         call.system(UserStoppedSpeakingFrame(timestamp=5.6))
         call.system(UserTurnEndFrame(speech_end=5.6, reason="model"))
         call.feed(TranscriptFrame("for four people", final=True))

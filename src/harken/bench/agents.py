@@ -138,10 +138,21 @@ def load_reply(path: str | Path | None = None) -> bytes:
 
 
 def bench_vad_agent(config: Config, reply_pcm: bytes | None = None) -> AgentFactory:
-    """The agent factory for ``agent.kind: bench_vad``."""
-    from harken.speech.turn import TurnStage
+    """The agent factory for ``agent.kind: bench_vad`` (turn detection as ``agent.turn`` says:
+    Smart Turn within its CPU share ``max_cpu``, the silence timer when it is late or over it)."""
+    from harken.speech.turn import TurnParams, TurnStage, default_turn_pool
     from harken.speech.vad import VadStage
 
+    t = config.agent.turn
+    params = TurnParams(
+        model=t.model,
+        threshold=t.threshold,
+        silence_s=t.silence_ms / 1000,
+        fallback_s=t.fallback_ms / 1000,
+        text="off",  # no STT in this agent
+    )
+    if t.model:
+        default_turn_pool().max_busy = t.max_cpu
     reply = load_reply() if reply_pcm is None else reply_pcm
     by_rate: dict[int, bytes] = {REPLY_RATE: reply}
     utterance_s = config.agent.utterance_ms / 1000
@@ -151,6 +162,7 @@ def bench_vad_agent(config: Config, reply_pcm: bytes | None = None) -> AgentFact
             by_rate[rate_out] = resample(reply, REPLY_RATE, rate_out)
         if rate_in != rate_out:  # the echo must be at the output rate: not a bench setup
             raise ValueError(f"bench_vad needs equal in/out rates, got {rate_in}/{rate_out}")
-        return [VadStage(), TurnStage(), ReplyInPlaceAgent(rate_in, by_rate[rate_out], utterance_s)]
+        agent = ReplyInPlaceAgent(rate_in, by_rate[rate_out], utterance_s)
+        return [VadStage(), TurnStage(params), agent]
 
     return make

@@ -298,7 +298,10 @@ class ConversationEngine(Stage):
             self.holds.onset()
 
     def _await_barge_words(self) -> None:
-        """A candidate's speech stopped short of the thresholds: its words will decide."""
+        """A candidate's speech stopped short of the thresholds: most likely a backchannel, so
+        the agent goes on at once (a held gap is audible); its words, when the STT has them,
+        can still make it an interruption."""
+        self.holds.release()
         self._cancel_timer("_barge_timer")
         loop = asyncio.get_running_loop()
         self._barge_timer = loop.call_later(self.settings.barge_words_s, self._backchannel)
@@ -307,7 +310,7 @@ class ConversationEngine(Stage):
         """The candidate was a backchannel (or its words never came): the agent goes on."""
         self._barge_timer = None
         self.backchannels += 1
-        self.hooks.event("backchannel", {"held": self.holds.held})
+        self.hooks.event("backchannel", {"held": self.holds.enabled})
         self.holds.release()
 
     def _send_system(self, frame: SystemFrame) -> bool:

@@ -10,7 +10,8 @@ becomes an interruption when either
 * an interim transcript holds ``interrupt_min_words`` words that are not backchannels
   ("wait, no" interrupts at once; "uh-huh" never does).
 
-When the candidate's speech stops before either, its words decide (:meth:`BargeIn.verdict`,
+When the candidate's speech stops before either, the agent's audio resumes at once and its
+words decide (:meth:`BargeIn.verdict`,
 on the transcript of the whole candidate, which the STT sends as soon as the speech stops): any
 word that is not a backchannel ("Stop.", "Thursday.") interrupts; backchannel words or nothing
 (no transcript within ``barge_words_s``) leave the agent talking. Words are
