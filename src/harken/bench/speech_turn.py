@@ -180,7 +180,7 @@ async def _turn_calls(
     """Each clip is a live call (real time; call i starts at i * ``stagger_s``) through a
     VadStage and one TurnStage per config; the first turn end each config decided:
     (reason, speech_end, confidence, media time of the decision)."""
-    pool = TurnPool()
+    pool = TurnPool(max_busy=1.0)  # the model itself: no CPU budget
     loop = asyncio.get_running_loop()
 
     async def one(i: int, audio: I16) -> dict[str, tuple[str, float, float | None, float] | None]:
@@ -268,7 +268,10 @@ def run_turn(args: argparse.Namespace) -> dict[str, Any]:
     items = turn_set(engine, cache)
     clips = _phone_clips(items, rate, args.turn_silence + 1.0, rng)
     configs = {
-        "smart_turn": TurnParams(silence_s=args.turn_silence, text="off"),
+        # the model itself: it gets all the time it needs (no timer fallback, no CPU budget)
+        "smart_turn": TurnParams(
+            silence_s=args.turn_silence, fallback_s=args.turn_silence, text="off"
+        ),
         "timer": TurnParams(model=False, text="off", silence_s=args.turn_timer),
     }
     lags: dict[str, Any] = {}
