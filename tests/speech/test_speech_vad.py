@@ -288,8 +288,8 @@ def test_noise_alone_never_starts_speech() -> None:
 def _spy(stream: VadStream, log: dict[int, float]) -> None:
     deliver = stream._slot.deliver
 
-    def record(first: int, probs: np.ndarray) -> None:
-        for k, p in enumerate(probs.tolist()):
+    def record(first: int, probs: list[float]) -> None:
+        for k, p in enumerate(probs):
             log[first + k] = p
         deliver(first, probs)
 
@@ -423,8 +423,8 @@ def test_backlog_overflow_drops_oldest_windows() -> None:
 def test_several_steps_per_run() -> None:
     batcher = SileroBatcher(manual=True, max_steps=4)
     got: list[tuple[int, int]] = []
-    slot = batcher.open(8000, lambda first, probs: got.append((first, probs.shape[0])))
-    other = batcher.open(8000, lambda first, probs: got.append((100 + first, probs.shape[0])))
+    slot = batcher.open(8000, lambda first, probs: got.append((first, len(probs))))
+    other = batcher.open(8000, lambda first, probs: got.append((100 + first, len(probs))))
     batcher.submit(slot, 0, np.zeros((3, 288), np.int16))
     batcher.submit(slot, 3, np.zeros((3, 288), np.int16))
     batcher.submit(other, 0, np.zeros((1, 288), np.int16))

@@ -70,7 +70,7 @@ SENTENCES = (
     "That sounds great, let's do that.",
 )
 
-VOICES = ("en-us", "en-us+f2", "en-gb+m3", "en-us+m5", "en-gb+f4")
+VOICES = ("en-us", "en-us+f2", "en+m3", "en-us+m5", "en+f4")  # "en" is British English
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -254,9 +254,11 @@ class _Recording(SileroBatcher):
         super().__init__(manual=True)
         self.sent = np.zeros(windows, bool)
 
-    def submit(self, slot: VadSlot, first_index: int, windows: I16, *, reset: bool = False) -> None:
-        self.sent[first_index : first_index + windows.shape[0]] = True
-        super().submit(slot, first_index, windows, reset=reset)
+    def submit_bytes(
+        self, slot: VadSlot, first_index: int, data: bytes, k: int, *, reset: bool = False
+    ) -> None:
+        self.sent[first_index : first_index + k] = True
+        super().submit_bytes(slot, first_index, data, k, reset=reset)
 
 
 def _replay(

@@ -58,12 +58,8 @@ from harken.speech.vad_segment import SpeechSegmenter, VadParams
 
 __all__ = ["SpeechSegmenter", "VadParams", "VadStage", "VadStream"]
 
-_SCALE: Final = np.float32(1.0 / 32768.0)
-_LOG_EPS: Final = 1e-12
 _NEVER: Final = -(10**9)
 _BLOCKS: Final = 4  # sub-blocks per window for the energy edges (8 ms)
-_MIN_BLOCK: Final = 16  # windows per minimum-statistics block (~0.5 s)
-_MIN_BLOCKS: Final = 10  # blocks the noise floor may not stay under (~5 s)
 
 #: ``on_event(started, media_time)``: True for speech start, False for stop
 VadEvent = Callable[[bool, float], None]
@@ -86,27 +82,18 @@ class VadStream:
     """
 
     __slots__ = (
-        "_active",
-        "_active_run",
-        "_blk_min",
-        "_blk_n",
+        "_bank",
+        "_blk_s",
         "_c",
-        "_dur",
-        "_floor",
-        "_floor_rise",
         "_gate",
-        "_hang",
         "_hist",
-        "_hold",
+        "_last",
         "_last_model",
-        "_loud",
+        "_long",
         "_loud_from",
         "_loud_to",
-        "_margin",
         "_min_db",
-        "_mins",
-        "_n",
-        "_open_until",
+        "_open_at",
         "_pending",
         "_pos",
         "_preroll",
@@ -114,6 +101,8 @@ class VadStream:
         "_raw",
         "_ref",
         "_reset_after",
+        "_resume",
+        "_row",
         "_seg",
         "_skip_after",
         "_skipped",
@@ -143,7 +132,7 @@ class VadStream:
         self._slot: VadSlot = self.batcher.open(rate, self._deliver)
         self._w = w = WINDOW[rate]
         self._c = c = CONTEXT[rate]
-        self._dur = w / rate
+        self._blk_s = w / _BLOCKS / rate
         self._gate = p.gate
         self._preroll = p.windows(p.preroll_ms) if p.gate else 0
         self._hist = c + max(1, self._preroll) * w
@@ -151,33 +140,27 @@ class VadStream:
         self._raw = bytes(2 * self._hist)
         self._pos = self._hist
         self._seg = SpeechSegmenter(p)
-        self._margin = p.gate_margin_db
-        self._hold = p.gate_hold_db
         self._min_db = p.gate_min_dbfs
-        self._floor = math.nan
-        self._floor_rise = p.floor_rise_db_s * w / rate
-        self._blk_min = math.inf  # minimum statistics: the quietest window of each ~0.5 s
-        self._blk_n = 0
-        self._mins: deque[float] = deque(maxlen=_MIN_BLOCKS)
-        self._hang = p.windows(p.hangover_ms)
         self._reset_after = p.windows(p.reset_after_ms)
         self._skip_after = max(1, p.windows(p.start_ms)) if p.gate and p.skip_speech else 0
+        self._resume = min(self._skip_after, max(1, p.windows(p.resume_ms)))
+        self._long = False
+        self._open_at = _NEVER
         self._probe_every = max(2, p.windows(p.probe_ms))
-        self._open_until = _NEVER
+        self._last = -1  # the last window this stream's Python has seen (see ``_step``)
         self._last_model = _NEVER
-        self._active = False
-        self._loud = False
-        self._active_run = 0
         self._skipped = 0
         self._ref: list[Any] | None = None  # the latest model window's record
         self._loud_from = math.nan
         self._loud_to = math.nan
-        self._n = 0
         # every window not yet counted, in order:
         # [index, ts, level_db, prob (None: not known yet), loud, edge, kind, ref]
         self._pending: deque[list[Any]] = deque()
         self.closed = False
         self.model_windows = 0
+        # the energy gate runs for every call at once, at the batcher's tick
+        self._bank = self.batcher.gate_bank(rate)
+        self._row = self._bank.open(self, p, self._preroll)
 
     @property
     def speaking(self) -> bool:
@@ -185,97 +168,122 @@ class VadStream:
 
     @property
     def windows(self) -> int:
-        """Windows seen so far."""
-        return self._n
+        """Windows gated so far."""
+        return int(self._bank.n[self._row])
 
     @property
     def noise_floor_dbfs(self) -> float:
-        return self._floor
+        return float(self._bank.floor[self._row])
 
     def close(self) -> None:
         """Stop: results still in flight are discarded."""
         if not self.closed:
             self.closed = True
             self.batcher.close(self._slot)
+            self._bank.release(self._row)
             self._pending.clear()
 
     def feed(self, pcm: bytes, timestamp: float) -> None:
-        """Take a chunk of int16 PCM bytes (any length) starting at media time ``timestamp``."""
+        """Take a chunk of int16 PCM bytes (any length) starting at media time ``timestamp``.
+
+        Each window the chunk completes is queued for the gate bank (gated at the batcher's
+        next tick, with every other call's windows)."""
         if self.closed:
             return
         old = self._raw
         raw = self._raw = old + pcm
-        chunk = len(old) >> 1  # sample index of this chunk's first sample
         w = self._w
         pos = self._pos
-        end = len(raw) - (w << 1)
-        while (pos << 1) <= end:
-            win = np.frombuffer(raw, np.int16, w, pos << 1).astype(np.float32)
-            # dBFS of the window: samples are int16-valued (-90.309 = 20*log10(1/32768))
-            level = 10.0 * math.log10(float(win.dot(win)) / w + _LOG_EPS) - 90.309
+        end = (len(raw) >> 1) - w
+        if pos > end:
+            return
+        chunk = len(old) >> 1  # sample index of this chunk's first sample
+        bank = self._bank
+        items = bank.items
+        if not items:
+            bank.wake()
+        row = self._row
+        rate = self.rate
+        while pos <= end:
             # the window's media time, relative to this chunk's first sample
-            self._window(pos, timestamp + (pos - chunk) / self.rate, level, win)
+            items.append((row, raw, pos, timestamp + (pos - chunk) / rate))
             pos += w
-            self._pos = pos
         if pos > self._hist + 2 * w:  # forget what no window can reach back to
             drop = pos - self._hist
-            self._raw = self._raw[drop << 1 :]
-            self._pos = pos - drop
+            self._raw = raw[drop << 1 :]
+            pos -= drop
+        self._pos = pos
 
     def feed_array(self, x: npt.NDArray[np.int16], timestamp: float) -> None:
         self.feed(x.astype(np.int16, copy=False).tobytes(), timestamp)
 
     # --- per window ---------------------------------------------------------------------------
 
-    def _noise_floor(self, level: float, passed: bool) -> None:
-        floor = self._floor
-        if level < floor:
-            floor += 0.3 * (level - floor)
-        elif not passed:
-            rise = level - floor
-            floor += rise if rise < self._floor_rise else self._floor_rise
-        # minimum statistics: noise that stays loud for seconds is noise, not speech
-        if level < self._blk_min:
-            self._blk_min = level
-        self._blk_n += 1
-        if self._blk_n == _MIN_BLOCK:
-            self._mins.append(self._blk_min)
-            self._blk_min = math.inf
-            self._blk_n = 0
-            if len(self._mins) == _MIN_BLOCKS:
-                least = min(self._mins) - 1.0
-                if least > floor:
-                    floor = least
-        self._floor = floor
-
-    def _window(self, pos: int, ts: float, level: float, win: npt.NDArray[np.float32]) -> None:
-        idx = self._n
-        self._n = idx + 1
-        floor = self._floor
-        if floor != floor:  # NaN: the first window
-            floor = self._floor = level
-        gate_db = floor + self._margin
-        if gate_db < self._min_db:
-            gate_db = self._min_db
-        passed = level >= gate_db
-        if passed != self._loud:
-            self._edge(pos, ts, win, passed, gate_db)
-        self._noise_floor(level, passed)
-        # energy hysteresis: opened by a loud window, kept open by anything clearly above noise
-        active = passed or (self._active and level >= floor + self._hold)
-        self._active = active
-        if active:
-            self._open_until = idx + self._hang
-            self._active_run += 1
-        else:
-            self._active_run = 0
+    def _step(
+        self,
+        idx: int,
+        raw: bytes,
+        pos: int,
+        ts: float,
+        level: float,
+        passed: bool,
+        in_gate: bool,
+        active_run: int,
+        flip: bool,
+        first_hit: int,
+        last_hit: int,
+        prev_last: int,
+    ) -> None:
+        """One window the gate bank found interesting (in an open gate, at a gate edge, or of
+        a busy stream); ``raw[pos]`` is its first sample. ``first_hit``/``last_hit``: its first
+        and last 8 ms block at or above the gate's level, ``prev_last`` the previous window's
+        last (-1: none)."""
         pending = self._pending
+        last = self._last
+        if idx - last > 1:
+            # windows the bank skipped (gate shut, stream not busy): the last ``preroll`` of
+            # them are still held back as pre-roll candidates, as if gated here
+            bank = self._bank
+            h = bank.hist
+            row = self._row
+            for i in range(max(last + 1, idx - self._preroll), idx):
+                pending.append(
+                    [
+                        i,
+                        float(bank.ts_hist[row, i % h]),
+                        float(bank.lv_hist[row, i % h]),
+                        0.0,
+                        False,
+                        self._loud_to,
+                        _GATED,
+                        None,
+                    ]
+                )
+        self._last = idx
+        if flip:
+            # the gate flipped: the energy edge, to one 8 ms block
+            if passed:  # rising: the first loud block of this window
+                self._loud_from = ts + max(0, first_hit) * self._blk_s
+            else:  # falling: the end of the last loud block of the previous window
+                last = prev_last + 1 if prev_last >= 0 else _BLOCKS
+                self._loud_to = ts - (_BLOCKS - last) * self._blk_s
         edge = self._loud_from if passed else self._loud_to
-        if idx <= self._open_until or not self._gate:
-            if not passed and level >= self._min_db:
-                edge = self._tail(ts, win, gate_db)
+        if in_gate:
+            if self._open_at != idx - 1:
+                self._long = False  # the gate (re)opened: a new episode
+            self._open_at = idx
+            if not passed and level >= self._min_db and last_hit >= 0:
+                # a quiet window with a short loud burst (a plosive release) moves the end of
+                # the loud part forward
+                edge = self._loud_to = ts + (last_hit + 1) * self._blk_s
             probe = False
-            if self._skip_after and self._active_run > self._skip_after and self._ref is not None:
+            skip = self._skip_after
+            if (
+                skip
+                and self._ref is not None
+                and (active_run > skip or (self._long and active_run > self._resume))
+            ):
+                self._long = True
                 # a long active run the model has already heard: it is only probed now and
                 # then; the windows between take the latest model answer
                 self._skipped += 1
@@ -285,43 +293,13 @@ class VadStream:
                     return
                 probe = True
             self._skipped = 0
-            self._to_model(idx, pos, [idx, ts, level, None, passed, edge, _MODEL, None], probe)
+            rec = [idx, ts, level, None, passed, edge, _MODEL, None]
+            self._to_model(idx, raw, pos, rec, probe)
         else:
             pending.append([idx, ts, level, 0.0, passed, edge, _GATED, None])
         self._advance()
 
-    def _tail(self, ts: float, win: npt.NDArray[np.float32], gate_db: float) -> float:
-        """A quiet window in an open gate: a short loud burst in it (a plosive release) moves the
-        end of the loud part forward."""
-        blk = self._w // _BLOCKS
-        b = win.reshape(_BLOCKS, blk)
-        thr = 10.0 ** ((gate_db + 90.309) / 10.0) * blk
-        hits = np.flatnonzero(np.einsum("ij,ij->i", b, b) >= thr)
-        if hits.size:
-            self._loud_to = ts + (int(hits[-1]) + 1) * blk / self.rate
-        return self._loud_to
-
-    def _edge(
-        self, pos: int, ts: float, win: npt.NDArray[np.float32], loud: bool, gate_db: float
-    ) -> None:
-        """The gate flipped: locate the energy edge to one 8 ms block (rare, so not costly)."""
-        w = self._w
-        blk = w // _BLOCKS
-        thr = 10.0 ** ((gate_db + 90.309) / 10.0) * blk
-        if loud:  # rising: the first loud block of this window
-            b = win.reshape(_BLOCKS, blk)
-            hits = np.flatnonzero(np.einsum("ij,ij->i", b, b) >= thr)
-            first = int(hits[0]) if hits.size else 0
-            self._loud_from = ts + first * blk / self.rate
-        else:  # falling: the end of the last loud block of the previous window
-            prev = np.frombuffer(self._raw, np.int16, w, (pos - w) << 1).astype(np.float32)
-            prev = prev.reshape(_BLOCKS, blk)
-            hits = np.flatnonzero(np.einsum("ij,ij->i", prev, prev) >= thr)
-            last = int(hits[-1]) + 1 if hits.size else _BLOCKS
-            self._loud_to = ts - (w - last * blk) / self.rate
-        self._loud = loud
-
-    def _to_model(self, idx: int, pos: int, rec: list[Any], probe: bool) -> None:
+    def _to_model(self, idx: int, raw: bytes, pos: int, rec: list[Any], probe: bool) -> None:
         w, c = self._w, self._c
         pending = self._pending
         gap = idx - self._last_model - 1
@@ -343,26 +321,26 @@ class VadStream:
         pending.append(rec)
         self._ref = rec
         start = pos - (count - 1) * w - c
-        # int16 views of the input (bytes are immutable: the views stay valid); the worker
-        # thread scales them to float, so the loop copies nothing
-        span = np.frombuffer(self._raw, np.int16, pos + w - start, start << 1)
+        # the windows with their context, as int16 bytes (the worker scales them to float)
         if count == 1:
-            windows = span[None]
+            data = raw[start << 1 : (pos + w) << 1]
         else:
-            windows = np.stack([span[j * w : j * w + c + w] for j in range(count)])
+            data = b"".join(
+                [raw[(start + j * w) << 1 : (start + j * w + c + w) << 1] for j in range(count)]
+            )
         reset = gap >= self._reset_after
         self._last_model = idx
         self.model_windows += count
-        self.batcher.submit(self._slot, idx - count + 1, windows, reset=reset)
+        self.batcher.submit_bytes(self._slot, idx - count + 1, data, count, reset=reset)
 
-    def _deliver(self, first: int, probs: npt.NDArray[np.float32]) -> None:
+    def _deliver(self, first: int, probs: list[float]) -> None:
         """Model results for windows ``first``.. (on the loop)."""
         pending = self._pending
         if self.closed or not pending:
             return
         base: int = pending[0][0]
         n = len(pending)
-        for k, p in enumerate(probs.tolist()):
+        for k, p in enumerate(probs):
             j = first + k - base
             if 0 <= j < n:
                 rec = pending[j]
@@ -373,21 +351,21 @@ class VadStream:
         self._advance()
 
     def _advance(self) -> None:
-        """Count every window at the head of the queue whose answer is known, in order."""
+        """Count every window at the head of the queue whose answer is known, in order; then
+        tell the gate bank whether this stream is busy (its Python must see every window)."""
         pending = self._pending
-        hold_until = self._n - 1 - self._preroll
+        hold_until = self._last - self._preroll
         seg = self._seg
         while pending:
             rec = pending[0]
             prob = rec[3]
             if prob is None:
-                if rec[6] != _SKIPPED:
+                if rec[6] != _SKIPPED or rec[7][3] is None:
+                    self._bank.busy[self._row] = True  # waiting for the model
                     return
                 prob = rec[7][3]  # the answer of the model window it follows
-                if prob is None:
-                    return
             elif rec[6] == _GATED and rec[0] > hold_until:
-                return  # held back: it may still become a pre-roll window
+                break  # held back: it may still become a pre-roll window
             pending.popleft()
             if prob == 0.0 and not seg.speaking:
                 seg._run = 0  # a silent window while not speaking: all it does
@@ -397,6 +375,13 @@ class VadStream:
                 self.on_event(seg.speaking, event)
                 if self.closed:
                     return
+        busy = seg.speaking or seg._run != 0
+        if not busy:
+            for rec in pending:
+                if rec[6] != _GATED:
+                    busy = True
+                    break
+        self._bank.busy[self._row] = busy
 
 
 class VadStage(Stage):

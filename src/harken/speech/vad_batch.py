@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 import weakref
@@ -45,6 +46,7 @@ import numpy.typing as npt
 
 from harken.errors import ConfigError
 from harken.speech.models import OrtSession, silero_session
+from harken.speech.vad_gate import GateBank
 
 log = logging.getLogger("harken.speech.vad")
 
@@ -63,17 +65,20 @@ WINDOW: Final = {8000: 256, 16000: 512}
 CONTEXT: Final = {8000: 32, 16000: 64}
 
 F32Array = npt.NDArray[np.float32]
-#: windows as submitted: int16 samples ``[k, C + W]`` (scaled to float in the worker)
+#: windows as an array: int16 samples ``[k, C + W]``
 I16Array = npt.NDArray[np.int16]
 _SCALE: Final = np.float32(1.0 / 32768.0)
-#: ``deliver(first_index, probabilities)``: NaN marks a window dropped under overload
-Deliver = Callable[[int, F32Array], None]
+#: ``deliver(first_index, probabilities)``: one float per window; NaN marks a window dropped
+#: under overload
+Deliver = Callable[[int, list[float]], None]
+#: waiting windows: (first index, k rows of C + W int16 samples as bytes, k, reset)
+_Waiting = tuple[int, bytes, int, bool]
 
 
 class VadSlot:
     """One call's place in the batcher: its LSTM state and where its results go."""
 
-    __slots__ = ("backlog", "closed", "deliver", "queued", "rate", "state", "waiting")
+    __slots__ = ("backlog", "closed", "deliver", "queued", "rate", "row", "state", "waiting")
 
     def __init__(self, rate: int, deliver: Deliver) -> None:
         self.rate = rate
@@ -81,7 +86,8 @@ class VadSlot:
         self.state: F32Array = np.zeros((2, 128), np.float32)
         self.closed = False
         self.queued = False  # present in the batcher's ready list
-        self.waiting: list[tuple[int, I16Array, bool]] = []  # (first index, windows, reset)
+        self.waiting: list[_Waiting] = []
+        self.row = 2 * (WINDOW[rate] + CONTEXT[rate])  # bytes per window
         self.backlog = 0  # windows waiting
 
     def reset_state(self) -> None:
@@ -108,7 +114,8 @@ class BatchStats:
         return self.windows / self.steps if self.steps else 0.0
 
 
-_Job = tuple[VadSlot, int, I16Array, F32Array]  # slot, first index, windows [k, C+W], state
+_EMPTY: Final[F32Array] = np.zeros((2, 128), np.float32)
+_Job = tuple[VadSlot, int, bytes, int, F32Array]  # slot, first index, k windows, k, state
 
 
 class SileroBatcher:
@@ -151,6 +158,7 @@ class SileroBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: asyncio.Future[None] | None = None
+        self._banks: dict[int, GateBank] = {}
 
     @property
     def session(self) -> OrtSession:
@@ -159,6 +167,29 @@ class SileroBatcher:
         return self._session
 
     # --- calls ------------------------------------------------------------------------------
+
+    def gate_bank(self, rate: int) -> GateBank:
+        """The energy gate of every stream at ``rate``, stepped at each tick before the run."""
+        bank = self._banks.get(rate)
+        if bank is None:
+            if rate not in WINDOW:
+                raise ConfigError(f"Silero VAD runs at 8000 or 16000 Hz, not {rate}")
+            bank = self._banks[rate] = GateBank(WINDOW[rate], self._wake)
+        return bank
+
+    def _wake(self) -> None:
+        """Windows were queued for the gate: make sure a tick comes."""
+        if self._timer is None and not self._in_flight and not self.manual:
+            self._schedule()
+
+    def _gate(self) -> None:
+        for bank in self._banks.values():
+            if bank.items:
+                bank.step()
+
+    def _gated(self) -> bool:
+        """Windows are queued for the gate."""
+        return any(bank.items for bank in self._banks.values())
 
     def open(self, rate: int, deliver: Deliver) -> VadSlot:
         """A slot for one call's stream at ``rate`` (8000 or 16000)."""
@@ -180,11 +211,19 @@ class SileroBatcher:
         ``reset`` zeroes the slot's LSTM state before the first of them (a fresh onset after a
         long gap). Called on the event loop (or the pumping thread); never blocks.
         """
+        k = windows.shape[0]
+        data = np.ascontiguousarray(windows, np.int16).tobytes()
+        self.submit_bytes(slot, first_index, data, k, reset=reset)
+
+    def submit_bytes(
+        self, slot: VadSlot, first_index: int, data: bytes, k: int, *, reset: bool = False
+    ) -> None:
+        """:meth:`submit` with the ``k`` windows as int16 bytes (``k * (C + W)`` samples)."""
         if slot.closed:
             return
         waiting = slot.waiting
-        waiting.append((first_index, windows, reset))
-        slot.backlog += windows.shape[0]
+        waiting.append((first_index, data, k, reset))
+        slot.backlog += k
         if len(waiting) == 1:
             if not slot.queued:
                 slot.queued = True
@@ -193,10 +232,10 @@ class SileroBatcher:
                     self._schedule()
             return
         while slot.backlog > self.max_backlog and len(waiting) > 1:
-            idx, old, _ = waiting.pop(0)
-            slot.backlog -= old.shape[0]
-            self.stats.dropped += old.shape[0]
-            slot.deliver(idx, np.full(old.shape[0], np.nan, np.float32))
+            idx, _, old, _ = waiting.pop(0)
+            slot.backlog -= old
+            self.stats.dropped += old
+            slot.deliver(idx, [math.nan] * old)
         if not slot.queued:
             slot.queued = True
             self._ready.append(slot)
@@ -232,40 +271,40 @@ class SileroBatcher:
                 self._ready.append(slot)
                 continue
             budget -= 1
-            first, windows, reset = waiting[0]
-            if windows.shape[0] > steps:
-                waiting[0] = (first + steps, windows[steps:], False)
-                windows = windows[:steps]
+            first, data, k, reset = waiting[0]
+            row = slot.row
+            if k > steps:
+                waiting[0] = (first + steps, data[steps * row :], k - steps, False)
+                data = data[: steps * row]
+                k = steps
             else:
                 waiting.pop(0)
                 # consecutive jobs of one slot are merged, up to max_steps windows
-                while (
-                    waiting
-                    and windows.shape[0] < steps
-                    and waiting[0][0] == first + windows.shape[0]
-                ):
-                    nxt, more, more_reset = waiting[0]
+                while waiting and k < steps and waiting[0][0] == first + k:
+                    nxt, more, more_k, more_reset = waiting[0]
                     if more_reset:
                         break
-                    take = min(steps - windows.shape[0], more.shape[0])
-                    windows = np.concatenate([windows, more[:take]])
-                    if take < more.shape[0]:
-                        waiting[0] = (nxt + take, more[take:], False)
+                    take = min(steps - k, more_k)
+                    data += more[: take * row]
+                    k += take
+                    if take < more_k:
+                        waiting[0] = (nxt + take, more[take * row :], more_k - take, False)
                     else:
                         waiting.pop(0)
             if waiting:
                 slot.queued = True
                 self._ready.append(slot)
-            slot.backlog -= windows.shape[0]
+            slot.backlog -= k
             if reset:
                 slot.reset_state()
-            jobs.append((slot, first, windows, slot.state))
+            jobs.append((slot, first, data, k, slot.state))
         return jobs
 
     def _start(self) -> None:
         self._timer = None
         if self._in_flight:
             return
+        self._gate()
         jobs = self._collect()
         if not jobs:
             self._set_idle()
@@ -288,9 +327,9 @@ class SileroBatcher:
     def _finish(self, jobs: list[_Job], results: object) -> None:
         self._in_flight = False
         if isinstance(results, BaseException):
-            for slot, first, windows, _ in jobs:  # the model failed: those windows are lost
+            for slot, first, _, k, _ in jobs:  # the model failed: those windows are lost
                 if not slot.closed:
-                    slot.deliver(first, np.full(windows.shape[0], np.nan, np.float32))
+                    slot.deliver(first, [math.nan] * k)
             log.error("Silero VAD batch failed: %r", results)
             self._schedule_next()
             return
@@ -298,15 +337,14 @@ class SileroBatcher:
         self._schedule_next()
 
     def _schedule_next(self) -> None:
-        if self._ready:
+        if self._ready or self._gated():
             self._schedule()
         else:
             self._set_idle()
 
-    def _run(self, jobs: list[_Job]) -> list[tuple[F32Array, F32Array]]:
+    def _run(self, jobs: list[_Job]) -> list[tuple[list[float], F32Array]]:
         """Pack, run and unpack (worker thread or pump). Returns (probs [k], state) per job."""
-        empty: F32Array = np.empty(0, np.float32)
-        out: list[tuple[F32Array, F32Array]] = [(empty, empty)] * len(jobs)
+        out: list[tuple[list[float], F32Array]] = [([], _EMPTY)] * len(jobs)
         by_rate: dict[int, list[int]] = {}
         for i, job in enumerate(jobs):
             by_rate.setdefault(job[0].rate, []).append(i)
@@ -314,58 +352,59 @@ class SileroBatcher:
         stats = self.stats
         for rate, idxs in by_rate.items():
             sr = np.array(rate, dtype=np.int64)
+            width = WINDOW[rate] + CONTEXT[rate]
             n = len(idxs)
-            steps = max(jobs[i][2].shape[0] for i in idxs)
+            steps = max(jobs[i][3] for i in idxs)
             if steps == 1:  # the common case: one window per call
-                state = np.stack([jobs[i][3] for i in idxs], axis=1)  # [2, n, 128]
-                x = np.concatenate([jobs[i][2] for i in idxs]) * _SCALE
+                state = np.stack([jobs[i][4] for i in idxs], axis=1)  # [2, n, 128]
+                pcm = b"".join([jobs[i][2] for i in idxs])
+                x = np.frombuffer(pcm, np.int16).reshape(n, width) * _SCALE
                 t0, c0 = time.perf_counter(), time.thread_time()
                 o, st = session.run(None, {"input": x, "state": state, "sr": sr})
                 stats.busy_s += time.perf_counter() - t0
                 stats.cpu_s += time.thread_time() - c0
-                stats.steps += 1
-                stats.windows += n
-                stats.max_batch_seen = max(stats.max_batch_seen, n)
-                if self._keep_sizes:
-                    stats.batch_sizes.append(n)
+                self._count(n)
+                probs = o[:, 0].tolist()
+                states = list(st.transpose(1, 0, 2))  # one [2, 128] view per row
                 for r, i in enumerate(idxs):
-                    out[i] = (o[r], st[:, r])
+                    out[i] = (probs[r : r + 1], states[r])
                 continue
-            idxs.sort(key=lambda i: -jobs[i][2].shape[0])  # each step's rows are a prefix
-            state = np.stack([jobs[i][3] for i in idxs], axis=1)
-            width = jobs[idxs[0]][2].shape[1]
-            probs = np.empty((n, steps), np.float32)
-            x = np.empty((n, width), np.float32)
+            idxs.sort(key=lambda i: -jobs[i][3])  # each step's rows are a prefix
+            state = np.stack([jobs[i][4] for i in idxs], axis=1)
+            row = 2 * width
+            probs_m = np.empty((n, steps), np.float32)
             active = n
             for s in range(steps):
-                while active and jobs[idxs[active - 1]][2].shape[0] <= s:
+                while active and jobs[idxs[active - 1]][3] <= s:
                     active -= 1
-                for r in range(active):
-                    x[r] = jobs[idxs[r]][2][s]
-                x[:active] *= _SCALE
+                pcm = b"".join([jobs[idxs[r]][2][s * row : (s + 1) * row] for r in range(active)])
+                x = np.frombuffer(pcm, np.int16).reshape(active, width) * _SCALE
                 t0, c0 = time.perf_counter(), time.thread_time()
-                o, st = session.run(
-                    None, {"input": x[:active], "state": state[:, :active], "sr": sr}
-                )
+                o, st = session.run(None, {"input": x, "state": state[:, :active], "sr": sr})
                 stats.busy_s += time.perf_counter() - t0
                 stats.cpu_s += time.thread_time() - c0
-                probs[:active, s] = o[:, 0]
+                probs_m[:active, s] = o[:, 0]
                 state[:, :active] = st
-                stats.steps += 1
-                stats.windows += active
-                stats.max_batch_seen = max(stats.max_batch_seen, active)
-                if self._keep_sizes:
-                    stats.batch_sizes.append(active)
+                self._count(active)
+            rows = probs_m.tolist()
             for r, i in enumerate(idxs):
-                k = jobs[i][2].shape[0]
-                out[i] = (probs[r, :k], state[:, r].copy())
-        stats.runs += 1
+                out[i] = (rows[r][: jobs[i][3]], state[:, r].copy())
+        self.stats.runs += 1
         return out
 
-    def _deliver(self, jobs: list[_Job], results: list[tuple[F32Array, F32Array]]) -> None:
-        for (slot, first, _, _), (probs, state) in zip(jobs, results, strict=True):
+    def _count(self, n: int) -> None:
+        stats = self.stats
+        stats.steps += 1
+        stats.windows += n
+        if n > stats.max_batch_seen:
+            stats.max_batch_seen = n
+        if self._keep_sizes:
+            stats.batch_sizes.append(n)
+
+    def _deliver(self, jobs: list[_Job], results: list[tuple[list[float], F32Array]]) -> None:
+        for (slot, first, _, k, _), (probs, state) in zip(jobs, results, strict=True):
             if slot.closed:
-                self.stats.discarded += probs.shape[0]
+                self.stats.discarded += k
                 continue
             slot.state = state
             slot.deliver(first, probs)
@@ -379,6 +418,7 @@ class SileroBatcher:
         """
         if self._in_flight:
             raise RuntimeError("a batch is in flight on the event loop")
+        self._gate()
         total = 0
         while self._ready:
             if once and total:
@@ -387,14 +427,14 @@ class SileroBatcher:
             if not jobs:
                 break
             self._deliver(jobs, self._run(jobs))
-            total += sum(j[2].shape[0] for j in jobs)
+            total += sum(j[3] for j in jobs)
         return total
 
     # --- waiting (tests, shutdown) ----------------------------------------------------------
 
     @property
     def busy(self) -> bool:
-        return self._in_flight or self._timer is not None or bool(self._ready)
+        return self._in_flight or self._timer is not None or bool(self._ready) or self._gated()
 
     async def drain(self) -> None:
         """Wait until nothing is waiting or in flight (a manual batcher is pumped here)."""

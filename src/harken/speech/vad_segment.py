@@ -44,7 +44,7 @@ class VadParams:
     #: how fast the noise floor may rise (it falls at once)
     floor_rise_db_s: float = 2.0
     #: the gate stays open this long after the last loud window
-    hangover_ms: float = 192.0
+    hangover_ms: float = 96.0
     #: audio before the gate opened that goes to the model with the opening window
     preroll_ms: float = 64.0
     #: a model gap this long resets the LSTM state (a fresh onset)
@@ -55,6 +55,9 @@ class VadParams:
     skip_speech: bool = True
     #: ...except for a probe this often (with one window of warm-up before it)
     probe_ms: float = 320.0
+    #: once a run longer than ``start_ms`` has been heard since the gate opened, a loud run
+    #: resuming after a short dip (the gate still open) skips the model after this much
+    resume_ms: float = 32.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -69,6 +72,7 @@ class VadParams:
             "reset_after_ms",
             "refine_ms",
             "probe_ms",
+            "resume_ms",
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"VadParams.{name} must be >= 0")
