@@ -295,3 +295,28 @@ async def test_preemptive_generation_is_wasted_and_counted_when_the_final_differ
         assert "Heard a table for " not in spoken(rec).replace("six", "")
         call.cancel()
         await brain.client.close()
+
+
+async def test_preemptive_generation_restarts_on_the_speculative_transcript() -> None:
+    """The interim at the stop missed the last words; the STT's speculative reading of the whole
+    turn replaces the preemptive request, and that one is used."""
+    async with FakeLLMServer() as srv:
+        srv.responder = lambda body: Reply.text(
+            f"Heard {last_user_text(body)}", initial_delay_s=0.1
+        )
+        call, engine, rec, brain = await preemptive_setup(srv)
+        call.system(UserStartedSpeakingFrame(timestamp=1.0))
+        call.feed(TranscriptFrame("a table for", final=False))
+        call.system(UserStoppedSpeakingFrame(timestamp=2.0))
+        call.feed(TranscriptFrame("A table for six.", final=False, speculative=True))
+        call.feed(TranscriptFrame("A table for six.", final=False, speculative=True))  # again
+        await settle(0.05)
+        call.system(UserTurnEndFrame(speech_end=2.0, reason="model"))
+        call.feed(TranscriptFrame("A table for six.", final=True))
+        async with asyncio.timeout(5):
+            while "six" not in spoken(rec):
+                await asyncio.sleep(0.02)
+        assert engine.preemptive == {"started": 2, "used": 1, "wasted": 1}
+        assert "Heard A table for six." in spoken(rec)
+        call.cancel()
+        await brain.client.close()

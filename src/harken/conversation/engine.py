@@ -102,8 +102,9 @@ class EngineSettings:
     #: after a barge-in candidate's speech stops, wait at most this long for its words (the
     #: STT's speculative transcript) before treating it as a backchannel
     barge_words_s: float = 0.4
-    #: start the brain on the last interim transcript when the caller stops speaking (brains
-    #: with ``prepare``: the LLM agent); used if the final says the same words, else wasted
+    #: start the brain on the last interim transcript when the caller stops speaking, and again
+    #: on the STT's speculative transcript if its words differ (brains with ``prepare``: the LLM
+    #: agent); used if the final says the same words, else wasted
     preemptive: bool = False
 
 
@@ -251,6 +252,8 @@ class ConversationEngine(Stage):
             self._interim = frame.text
             if self.barge.active and self.barge.on_words(frame.text):
                 self._barge_in()
+            elif frame.speculative and self._barge_timer is None and not self.barge.active:
+                self._prepare()  # the words up to the stop: what the final will say
             elif frame.speculative and self._barge_timer is not None:
                 self._cancel_timer("_barge_timer")
                 if self.barge.verdict(frame.text):
@@ -331,6 +334,11 @@ class ConversationEngine(Stage):
             or self.machine.state is not State.USER_SPEAKING
         ):
             return
+        if self._prepared is not None:
+            from harken.conversation.llm_brain import same_words
+
+            if same_words(self._prepared.text, text):
+                return  # already under way with these words
         self._drop_prepared()
         self._prepared = prepare(text)
         self.preemptive["started"] += 1
