@@ -142,3 +142,27 @@ def test_sweep_stop_rules() -> None:
     assert echo._stop(_rec("harken", 100, 5.0, failed=1), args)
     assert echo._stop(_rec("harken", 100, None), args)
     assert echo._stop(_rec("harken", 100, 5.0, loadgen_saturated=True), args)
+
+
+def test_a_scenario_not_re_run_keeps_its_tables(tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    old_section = (
+        f"{_report.SECTION}\n\nCommand: `x`. Run started 2026-01-02 03:04:05; 2 cores.\n\n"
+        "### `echo`\n\nold echo table\n\n### `vad`\n\nharken holds 50.\n\n| vad table |\n\n"
+        "Idle calls (started, no media; ...):\n\n"
+        "| system | scenario | idle calls | RSS per idle call | server RSS | server CPU |\n"
+        "|---|---|---:|---:|---:|---:|\n"
+        "| harken | echo | 300 | 14.0 KB | 1 KB | 0.0% |\n"
+        "| harken | vad | 300 | 15.3 KB | 2 KB | 0.0% |\n\n"
+        "## Next section\n\nkept\n"
+    )
+    (docs / "performance.md").write_text("# Performance\n\n" + old_section)
+    result = {"scenarios": ["echo"], "systems": ["harken"], "records": [], "idle": []}
+    _report.write_docs(result, docs)
+    text = (docs / "performance.md").read_text()
+    assert "old echo table" not in text
+    assert "### `vad`\n\n(Not re-run: from the run started 2026-01-02 03:04:05.)" in text
+    assert "| vad table |" in text and "| harken | vad | 300 | 15.3 KB" in text
+    assert "| harken | echo | 300 | 14.0 KB" not in text
+    assert text.endswith("## Next section\n\nkept\n")

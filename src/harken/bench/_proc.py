@@ -12,6 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shutil
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -130,12 +133,101 @@ def pin_self(cores: set[int]) -> None:
         os.sched_setaffinity(0, cores)
 
 
-def pin_preexec(cores: set[int] | None) -> Callable[[], None] | None:
-    """A ``preexec_fn`` for :class:`subprocess.Popen` pinning the child to ``cores``."""
-    if not cores:
+#: SCHED_FIFO priority for ``--realtime``: the lowest real-time one, above every normal process.
+REALTIME_PRIORITY = 1
+
+
+def set_realtime(priority: int = REALTIME_PRIORITY) -> bool:
+    """Run this process (threads it creates later inherit it) under SCHED_FIFO, so that other
+    processes on its core cannot preempt it; False if not permitted (needs root or
+    CAP_SYS_NICE). Linux keeps 5% of each core for normal processes
+    (``kernel.sched_rt_runtime_us``), so a runaway benchmark cannot lock a machine up."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError):
+        return False
+    return True
+
+
+def is_realtime(pid: int = 0) -> bool:
+    try:
+        return os.sched_getscheduler(pid) == os.SCHED_FIFO
+    except (OSError, AttributeError):
+        return False
+
+
+def pin_preexec(cores: set[int] | None, realtime: bool = False) -> Callable[[], None] | None:
+    """A ``preexec_fn`` for :class:`subprocess.Popen` pinning the child to ``cores`` (and, with
+    ``realtime``, running it under SCHED_FIFO when permitted)."""
+    if not cores and not realtime:
         return None
 
     def pin() -> None:
-        os.sched_setaffinity(0, cores)
+        if cores:
+            os.sched_setaffinity(0, cores)
+        if realtime:
+            set_realtime()
 
     return pin
+
+
+def steal_ticks() -> tuple[int, int]:
+    """(all CPU ticks, ticks stolen by the hypervisor) of the machine, from ``/proc/stat``.
+
+    Steal is the time a virtual machine's CPUs were ready but the host ran something else: load
+    that no process list shows, and that makes every instruction slower on a shared host."""
+    try:
+        with open(_PROC / "stat") as f:
+            fields = f.readline().split()[1:]
+    except OSError:
+        return 0, 0
+    ticks = [int(x) for x in fields[:8]]
+    return sum(ticks), ticks[7] if len(ticks) > 7 else 0
+
+
+def steal_percent(a: tuple[int, int], b: tuple[int, int]) -> float:
+    total = b[0] - a[0]
+    return 100.0 * (b[1] - a[1]) / total if total > 0 else 0.0
+
+
+class InstructionCounter:
+    """Instructions a process tree retires during a window (``perf stat`` attached to it), in
+    user and kernel mode. Unlike CPU time they do not depend on what else runs on the machine
+    (other processes, a busy host slowing every instruction), so they compare two versions of
+    a server measured at different times. Counts None where ``perf`` is missing or refused."""
+
+    def __init__(self, pid: int) -> None:
+        self._proc: subprocess.Popen[str] | None = None
+        perf = shutil.which("perf")
+        pids = tree_pids(pid)
+        if perf is None or not pids:
+            return
+        events = "instructions:u,instructions:k"
+        with contextlib.suppress(OSError):
+            self._proc = subprocess.Popen(
+                [perf, "stat", "-x,", "-e", events, "-p", ",".join(map(str, pids))],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+
+    def stop(self) -> tuple[int | None, int | None]:
+        """(user, kernel) instructions since the counter started."""
+        proc = self._proc
+        if proc is None:
+            return None, None
+        self._proc = None
+        try:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+            return None, None
+        counts: dict[str, int] = {}
+        for line in err.splitlines():
+            fields = line.split(",")
+            if len(fields) > 2 and fields[0].isdigit():
+                counts[fields[2].split(":")[-1]] = int(fields[0])
+        return counts.get("u"), counts.get("k")

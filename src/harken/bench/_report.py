@@ -30,8 +30,9 @@ def level_line(rec: Record) -> str:
         f"thr {_fmt(rec['throughput_pct'])}%  rtt p50/p99/p99.9 {_fmt(rec['rtt_p50_ms'])}/"
         f"{_fmt(rec['rtt_p99_ms'])}/{_fmt(rec['rtt_p999_ms'])} ms  failed {rec['failed']}  "
         f"late {rec['late_sends']}  server {_fmt(rec['server_cpu_pct'])}% "
-        f"{_fmt(rec['rss_kb_per_call'])} KB/call  gen {_fmt(rec['loadgen_cpu_pct'])}%  "
-        f"load {rec['load_avg_start']}-{rec['load_avg_end']}"
+        f"({_per_call(rec)}/call, {_instr(rec, 'server')} instr/frame) "
+        f"{_fmt(rec['rss_kb_per_call'])} KB/call  gen {_fmt(rec['loadgen_cpu_pct'])}% "
+        f"({_instr(rec, 'loadgen')})  load, steal {_machine(rec)}"
     )
     if rec.get("scenario") == "vad":
         line += (
@@ -49,12 +50,34 @@ def _late(r: Record) -> str:
     return str(r["late_sends"])
 
 
+def _per_call(r: Record) -> str:
+    """Server CPU per live call (percent of a core), the figure that scales to a level."""
+    live = r["calls"] - r["failed"]
+    cpu = r.get("server_cpu_pct")
+    return f"{cpu / live:.3f}%" if live > 0 and isinstance(cpu, float | int) else "-"
+
+
+def _instr(r: Record, who: str) -> str:
+    """Thousands of instructions per media frame, user + kernel (``-`` without perf)."""
+    user, kernel = r.get(f"{who}_kinstr_per_frame_user"), r.get(f"{who}_kinstr_per_frame_kernel")
+    if user is None:
+        return "-"
+    return f"{user:.0f}k+{kernel:.0f}k" if kernel is not None else f"{user:.0f}k"
+
+
+def _machine(r: Record) -> str:
+    steal = r.get("steal_pct")
+    load = f"{r['load_avg_start']}-{r['load_avg_end']}"
+    return f"{load}, {steal:.0f}%" if isinstance(steal, float | int) else load
+
+
 def _table(records: Sequence[Record], vad: bool) -> list[str]:
     head = (
         "| system | calls | failed | throughput | RTT p50 | p90 | p99 | p99.9 | max | late sends "
-        "| server CPU | RSS/call | generator CPU | load avg |"
+        "| server CPU | CPU/call | server instr/frame | RSS/call | generator CPU "
+        "| generator instr/frame | load avg, steal |"
     )
-    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    sep = "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     if vad:
         head += " reply p50 | reply p99 | turns answered | early replies |"
         sep += "---:|---:|---:|---:|"
@@ -65,8 +88,9 @@ def _table(records: Sequence[Record], vad: bool) -> list[str]:
             f"| {r['system']} | {r['calls']} | {r['failed']} | {_fmt(r['throughput_pct'], 2)}% "
             f"| {_fmt(r['rtt_p50_ms'])} | {_fmt(r['rtt_p90_ms'])} | {_fmt(r['rtt_p99_ms'])} "
             f"| {_fmt(r['rtt_p999_ms'])} | {_fmt(r['rtt_max_ms'])} | {_late(r)} "
-            f"| {_fmt(r['server_cpu_pct'])}% | {_fmt(r['rss_kb_per_call'])} KB | {gen} "
-            f"| {r['load_avg_start']}-{r['load_avg_end']} |"
+            f"| {_fmt(r['server_cpu_pct'])}% | {_per_call(r)} | {_instr(r, 'server')} "
+            f"| {_fmt(r['rss_kb_per_call'])} KB | {gen} | {_instr(r, 'loadgen')} "
+            f"| {_machine(r)} |"
         )
         if vad:
             row += (
@@ -106,11 +130,19 @@ def markdown(result: dict[str, Any], images: dict[str, str] | None = None) -> st
         f"{settings.get('goal_p99_ms')} ms, with the generator on schedule.",
         "",
     ]
-    if loads and max(loads) > 0.5:
+    steals = [r["steal_pct"] for r in records if isinstance(r.get("steal_pct"), float | int)]
+    if (loads and max(loads) > 0.5) or (steals and max(steals) > 5):
+        stolen = (
+            f", and the hypervisor took {min(steals):.0f}-{max(steals):.0f}% of the machine's "
+            "CPU time (steal: the host is shared too, which also slows every instruction)"
+            if steals
+            else ""
+        )
         lines += [
             f"**Measured on a loaded machine**: the 1-minute load average ran {min(loads):.2f}-"
-            f"{max(loads):.2f} during the levels (other sessions were using the same 2 cores), "
-            "so these figures are pessimistic and noisy; re-run on a quiet machine to check.",
+            f"{max(loads):.2f} during the levels (other sessions were using the same 2 cores)"
+            f"{stolen}, so the CPU and latency figures are pessimistic and noisy; the "
+            "instructions per frame (from `perf stat`, user+kernel) do not depend on that load.",
             "",
         ]
     for scenario in result.get("scenarios", []):
@@ -230,7 +262,45 @@ def replace_section(text: str, body: str) -> str:
     return text.rstrip() + "\n\n" + block
 
 
+_SUBSECTION = re.compile(r"^### `([^`]+)`\n.*?(?=^### |^Idle calls|\Z)", re.S | re.M)
+_IDLE_ROW = re.compile(r"^\| [^|]+ \| ([^|]+) \| \d+ \|.*$", re.M)
+
+
+def keep_other_scenarios(old_section: str, body: str, scenarios: Sequence[str]) -> str:
+    """``body`` plus what ``old_section`` reported for scenarios this run did not measure: their
+    tables (marked as from the earlier run) and their idle-call rows, kept verbatim."""
+    when = re.search(r"Run started (\S+ [0-9:]+)", old_section)
+    earlier = when.group(1) if when else "an earlier run"
+    kept = [
+        m.group(0).rstrip()
+        for m in _SUBSECTION.finditer(old_section)
+        if m.group(1) not in scenarios
+    ]
+    idle_rows = [
+        m.group(0)
+        for m in _IDLE_ROW.finditer(old_section.split("Idle calls", 1)[-1])
+        if m.group(1).strip() not in scenarios
+    ]
+    if not kept and not idle_rows:
+        return body
+    parts = body.rstrip().split("\nIdle calls", 1)
+    out = parts[0].rstrip() + "\n"
+    for block in kept:
+        head, _, rest = block.partition("\n")
+        out += f"\n{head}\n\n(Not re-run: from the run started {earlier}.)\n{rest.rstrip()}\n"
+    if len(parts) > 1:
+        out += "\nIdle calls" + parts[1].rstrip() + "\n"
+        out += "".join(row + "\n" for row in idle_rows)
+    elif idle_rows:
+        out += "\nIdle calls (from the run started " + earlier + "):\n\n"
+        out += "| system | scenario | idle calls | RSS per idle call | server RSS | server CPU |\n"
+        out += "|---|---|---:|---:|---:|---:|\n" + "".join(row + "\n" for row in idle_rows)
+    return out
+
+
 def write_docs(result: dict[str, Any], docs_dir: Path) -> list[Path]:
+    """Write the charts and the docs section; a scenario this run did not measure keeps what
+    the section said about it (another scenario can be re-run alone)."""
     written: list[Path] = []
     images: dict[str, str] = {}
     for scenario in result.get("scenarios", []):
@@ -240,6 +310,10 @@ def write_docs(result: dict[str, Any], docs_dir: Path) -> list[Path]:
             written.append(path)
     perf = docs_dir / "performance.md"
     text = perf.read_text() if perf.exists() else "# Performance\n"
-    perf.write_text(replace_section(text, markdown(result, images)))
+    body = markdown(result, images)
+    old = re.search(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", text, re.S | re.M)
+    if old is not None:
+        body = keep_other_scenarios(old.group(0), body, list(result.get("scenarios", [])))
+    perf.write_text(replace_section(text, body))
     written.append(perf)
     return written

@@ -6,7 +6,8 @@
   created on first use with ``pip install "pipecat-ai[websocket,silero]==1.14.0" uvicorn``
   (which pulls no torch: Silero runs on onnxruntime).
 
-Both are started with a ``preexec_fn`` that pins them to the server core, log to
+Both are started with a ``preexec_fn`` that pins them to the server core (and, with
+``realtime``, runs them under SCHED_FIFO so other processes cannot preempt them), log to
 ``.bench/logs/``, and are ready once ``GET /healthz`` answers 200.
 """
 
@@ -97,6 +98,7 @@ def _spawn(
     ws_url: str,
     tag: str,
     timeout: float,
+    realtime: bool = False,
 ) -> Server:
     logs = bench_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -108,7 +110,7 @@ def _spawn(
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         env=env,
-        preexec_fn=pin_preexec({core} if core is not None else None),
+        preexec_fn=pin_preexec({core} if core is not None else None, realtime),
     )
     server = Server(system, proc, ws_url, log_path, log)
     try:
@@ -127,6 +129,7 @@ def start_harken(
     core: int | None,
     reply_pcm: Path | None,
     tag: str,
+    realtime: bool = False,
 ) -> Server:
     http, media = free_port(), free_port()
     env = dict(os.environ)
@@ -162,6 +165,7 @@ def start_harken(
         f"ws://127.0.0.1:{media}/stream/twilio",
         tag,
         timeout=60,
+        realtime=realtime,
     )
 
 
@@ -208,6 +212,7 @@ def start_pipecat(
     core: int | None,
     reply_pcm: Path | None,
     tag: str,
+    realtime: bool = False,
 ) -> Server:
     python = ensure_pipecat(bench_dir)
     port = free_port()
@@ -226,6 +231,7 @@ def start_pipecat(
         f"ws://127.0.0.1:{port}/ws",
         tag,
         timeout=120,
+        realtime=realtime,
     )
 
 
@@ -238,6 +244,7 @@ def start(
     core: int | None,
     reply_pcm: Path | None,
     tag: str,
+    realtime: bool = False,
 ) -> Server:
     if system == "harken":
         return start_harken(
@@ -247,7 +254,10 @@ def start(
             core=core,
             reply_pcm=reply_pcm,
             tag=tag,
+            realtime=realtime,
         )
     if system == "pipecat":
-        return start_pipecat(bench_dir, scenario=scenario, core=core, reply_pcm=reply_pcm, tag=tag)
+        return start_pipecat(
+            bench_dir, scenario=scenario, core=core, reply_pcm=reply_pcm, tag=tag, realtime=realtime
+        )
     raise ValueError(f"unknown system {system!r}; choose from {SYSTEMS}")

@@ -34,6 +34,7 @@ import asyncio
 import gc
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ from typing import Any
 from harken.bench import _report
 from harken.bench._measure import summarize
 from harken.bench._proc import (
+    InstructionCounter,
     cpu_percent,
     load_average,
     pin_self,
@@ -49,6 +51,9 @@ from harken.bench._proc import (
     sample_tree,
     self_cpu_percent,
     self_split_percent,
+    set_realtime,
+    steal_percent,
+    steal_ticks,
     usable_cores,
 )
 from harken.bench._servers import Server
@@ -94,6 +99,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--server-core", type=int, default=0, help="CPU the server is pinned to (0)")
     p.add_argument("--loadgen-core", type=int, default=1, help="CPU of the load generator (1)")
     p.add_argument("--no-pin", action="store_true", help="do not pin server or generator")
+    p.add_argument(
+        "--realtime",
+        action="store_true",
+        help="run server and generator under SCHED_FIFO (root): other processes on the machine"
+        " cannot preempt them on their cores",
+    )
     p.add_argument("--bench-dir", default=".bench", help="venvs, caches, logs (.bench)")
     p.add_argument("--report", action="store_true", help="update docs/performance.md + docs/img")
     p.add_argument("--docs-dir", default="docs", help="where --report writes (docs)")
@@ -197,11 +208,13 @@ async def run_level(
     await gen.ramp(calls, args.ramp_rate, progress=progress.show)
     await _wait(args.warmup, "warm-up", tot, progress)
     gc.collect()
-    a, sa = sample_tree(pid), sample_self()
+    server_instr, own_instr = InstructionCounter(pid), InstructionCounter(os.getpid())
+    a, sa, steal_a = sample_tree(pid), sample_self(), steal_ticks()
     tot.w0 = time.monotonic()
     tot.w1 = tot.w0 + args.duration
     await _wait(args.duration, "measure", tot, progress)
-    b, sb = sample_tree(pid), sample_self()
+    b, sb, steal_b = sample_tree(pid), sample_self(), steal_ticks()
+    server_ins, own_ins = server_instr.stop(), own_instr.stop()
     live = gen.live
     await _wait(args.grace, "grace", tot, progress)
     await gen.hang_up_all()
@@ -238,6 +251,13 @@ async def run_level(
             "unmatched_bytes": tot.unmatched_bytes,
             "load_avg_start": round(load0[0], 2),
             "load_avg_end": round(load1[0], 2),
+            "steal_pct": round(steal_percent(steal_a, steal_b), 1),
+            # instructions per media frame sent in the window (its echo and the marks included);
+            # None without perf. Immune to the machine's load, unlike the CPU figures.
+            "server_kinstr_per_frame_user": _per_frame(server_ins[0], tot.window_frames),
+            "server_kinstr_per_frame_kernel": _per_frame(server_ins[1], tot.window_frames),
+            "loadgen_kinstr_per_frame_user": _per_frame(own_ins[0], tot.window_frames),
+            "loadgen_kinstr_per_frame_kernel": _per_frame(own_ins[1], tot.window_frames),
             "duration_s": args.duration,
             "warmup_s": args.warmup,
         }
@@ -263,6 +283,10 @@ async def run_level(
         and not rec["loadgen_saturated"]
     )
     return rec
+
+
+def _per_frame(count: int | None, frames: int) -> float | None:
+    return round(count / frames / 1000, 1) if count is not None and frames else None
 
 
 async def run_idle(
@@ -374,6 +398,12 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     server_core, gen_core, pinning = _pinning(args)
     if gen_core is not None:
         pin_self({gen_core})
+    if args.realtime:
+        if set_realtime():
+            pinning += "; both under SCHED_FIFO (other processes cannot preempt them)"
+        else:
+            pinning += "; --realtime refused (needs root or CAP_SYS_NICE): normal scheduling"
+            args.realtime = False
     scripts, reply = _scripts(scenarios, bench_dir)
     levels = _levels(args)
     progress = Progress(not args.quiet)
@@ -425,6 +455,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "ramp_rate": args.ramp_rate,
             "late_ms": args.late_ms,
             "goal_p99_ms": args.goal_p99_ms,
+            "realtime": bool(getattr(args, "realtime", False)),
             "sweep": bool(args.sweep),
             "levels": levels,
         },
@@ -480,6 +511,7 @@ def _start(
         core=core,
         reply_pcm=reply,
         tag=f"{tag}-{calls}",
+        realtime=bool(getattr(args, "realtime", False)),
     )
 
 

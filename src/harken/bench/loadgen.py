@@ -11,7 +11,7 @@ core. This generator speaks the same protocol with the smallest possible cost pe
   ``late_s`` past its due time is counted; a late call catches up (sends everything it owes,
   in order), it never skips;
 * **pre-encoded messages**: each script frame's base64 payload is built once; a send formats
-  only the sequence number, chunk and timestamp;
+  only the sequence number, chunk and timestamp (in Twilio's own key order);
 * **byte-count matching** for round trips (:class:`~harken.bench._measure.FrameMatcher`);
 * **mark echoes** from a playback clock per call (:class:`~harken.bench._measure.PlayClock`),
   flushed on the call's own 20 ms tick, so marks cost no timers;
@@ -45,7 +45,12 @@ from harken.bench._measure import FrameMatcher, PlayClock
 FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
 PERIOD_S = 0.020
 TEXT = WSMsgType.TEXT
-_MEDIA = b'%b%d","media":{"track":"inbound","chunk":"%d","timestamp":"%d","payload":"%b'
+# Twilio's own key order: event, sequenceNumber, media (track, chunk, timestamp, payload),
+# streamSid; the message is completed by the payload and the call's closing bytes
+_MEDIA = (
+    b'{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
+    b'"timestamp":"%d","payload":"%b%b'
+)
 _loads = orjson.loads
 
 
@@ -63,13 +68,13 @@ class CallerScript:
     reply: bytes = b""
     utterance_starts: frozenset[int] = frozenset()
     payloads: tuple[bytes, ...] = field(init=False)
-    tails: tuple[bytes, ...] = field(init=False)  # payload + the message's closing bytes
+    has_turns: bool = field(init=False)  # utterance starts or ends to time (vad)
 
     def __post_init__(self) -> None:
         if not self.frames or any(len(f) != FRAME_BYTES for f in self.frames):
             raise ValueError("a caller script is a non-empty sequence of 160-byte frames")
         object.__setattr__(self, "payloads", tuple(base64.b64encode(f) for f in self.frames))
-        object.__setattr__(self, "tails", tuple(p + b'"}}' for p in self.payloads))
+        object.__setattr__(self, "has_turns", bool(self.utterance_ends or self.utterance_starts))
 
 
 @dataclass(slots=True)
@@ -110,10 +115,10 @@ class LeanCall(WSListener):
         "ending",
         "frame_k",
         "gen",
-        "head",
         "in_speech",
         "matcher",
         "offset",
+        "recent",
         "seq",
         "slot",
         "stream_sid",
@@ -131,9 +136,7 @@ class LeanCall(WSListener):
         self.stream_sid = "MZ" + secrets.token_hex(16)
         self.call_sid = "CA" + secrets.token_hex(16)
         self.account_sid = "AC" + "0" * 32
-        self.head = (
-            b'{"event":"media","streamSid":"' + self.stream_sid.encode() + b'","sequenceNumber":"'
-        )
+        self.tail = b'"},"streamSid":"' + self.stream_sid.encode() + b'"}'  # closes a media
         self.transport: WSTransport | None = None
         self.matcher = FrameMatcher(FRAME_BYTES)
         self.clock = PlayClock()
@@ -144,7 +147,7 @@ class LeanCall(WSListener):
         self.t_media = 0.0
         self.closed = False
         self.ending = False
-        self.tail = b""  # vad: the last received bytes, to find a reply straddling chunks
+        self.recent = b""  # vad: the last received bytes, to find a reply straddling chunks
         self.turn_end = -1.0  # send time of the last utterance end, while unanswered
         self.in_speech = False  # the caller is inside an utterance (by the script)
 
@@ -186,11 +189,11 @@ class LeanCall(WSListener):
         self.seq += 1
         idx = (self.offset + k) % len(script.frames)
         msg = _MEDIA % (
-            self.head,
             self.seq,
             k + 1,
             int((due - self.t_media) * 1000),
-            script.tails[idx],
+            script.payloads[idx],
+            self.tail,
         )
         now = monotonic()
         t = self.transport
@@ -208,7 +211,9 @@ class LeanCall(WSListener):
                 tot.late_sends += 1
             if late > tot.max_late_s:
                 tot.max_late_s = late
-        if idx in script.utterance_ends:
+        if not script.has_turns:  # echo: nothing to time
+            pass
+        elif idx in script.utterance_ends:
             self.turn_end, self.in_speech = now, False
             if tot.w0 <= now < tot.w1:
                 tot.turns += 1
@@ -300,10 +305,10 @@ class LeanCall(WSListener):
         tot = gen.totals
         head = gen.reply_head
         if head:  # vad: is the agent's reply starting in this chunk?
-            audio = self.tail + a2b_base64(data[start:end])
+            audio = self.recent + a2b_base64(data[start:end])
             if head in audio:
                 self._reply_started(now)
-            self.tail = audio[-len(head) + 1 :]
+            self.recent = audio[-len(head) + 1 :]
         frame = self.matcher.received(n)
         if frame < 0:
             tot.unmatched_bytes += n
