@@ -194,12 +194,14 @@ class InstructionCounter:
     """Instructions a process tree retires during a window (``perf stat`` attached to it), in
     user and kernel mode. Unlike CPU time they do not depend on what else runs on the machine
     (other processes, a busy host slowing every instruction), so they compare two versions of
-    a server measured at different times. Counts None where ``perf`` is missing or refused."""
+    a server measured at different times. ``tree``: the process and its descendants (a server);
+    else the process alone (the generator, whose children are the servers). Counts None where
+    ``perf`` is missing or refused."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, tree: bool = True) -> None:
         self._proc: subprocess.Popen[str] | None = None
         perf = shutil.which("perf")
-        pids = tree_pids(pid)
+        pids = tree_pids(pid) if tree else [pid]
         if perf is None or not pids:
             return
         events = "instructions:u,instructions:k"

@@ -208,7 +208,7 @@ async def run_level(
     await gen.ramp(calls, args.ramp_rate, progress=progress.show)
     await _wait(args.warmup, "warm-up", tot, progress)
     gc.collect()
-    server_instr, own_instr = InstructionCounter(pid), InstructionCounter(os.getpid())
+    server_instr, own_instr = InstructionCounter(pid), InstructionCounter(os.getpid(), tree=False)
     a, sa, steal_a = sample_tree(pid), sample_self(), steal_ticks()
     tot.w0 = time.monotonic()
     tot.w1 = tot.w0 + args.duration
