@@ -343,6 +343,35 @@ def test_batched_gives_the_same_decisions_as_unbatched() -> None:
         assert diff < 1e-4
 
 
+def test_gate_bank_fast_paths_decide_like_python_per_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Quiet windows settled by the gate bank alone, and loud windows skipped while cruising,
+    give exactly the decisions (and model windows) of running every window through the
+    stream's Python, however late the model's answers come back."""
+    from harken.speech.vad_gate import GateBank
+
+    pcm, _ = known_audio(8000, seed=5, levels=(-36.0, -20.0), gap_s=0.9, sentences=4)
+    step = 320
+
+    def replay(reference: bool, every: int) -> tuple[list[tuple[bool, float]], int, int]:
+        monkeypatch.setattr(GateBank, "reference", reference)
+        batcher = SileroBatcher(manual=True)
+        events: list[tuple[bool, float]] = []
+        stream = VadStream(8000, lambda s, t: events.append((s, t)), VadParams(), batcher)
+        for k in range(len(pcm) // step):
+            stream.feed(pcm[k * step : (k + 1) * step], k * 0.02)
+            if k % every == 0:
+                batcher.pump(once=True)
+        batcher.pump()
+        return events, stream.model_windows, stream.windows
+
+    for every in (1, 3):
+        fast = replay(False, every)
+        assert fast == replay(True, every)
+        assert len(fast[0]) == 8
+
+
 async def test_threaded_batcher_serves_many_calls() -> None:
     """The loop-driven batcher (worker thread) decides exactly like the pumped one."""
     pcm, _ = known_audio(8000, gap_s=0.8, sentences=2)

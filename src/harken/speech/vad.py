@@ -93,6 +93,7 @@ class VadStream:
         "_loud_from",
         "_loud_to",
         "_min_db",
+        "_neg",
         "_open_at",
         "_pending",
         "_pos",
@@ -146,6 +147,7 @@ class VadStream:
         self._resume = min(self._skip_after, max(1, p.windows(p.resume_ms)))
         self._long = False
         self._open_at = _NEVER
+        self._neg = p.negative
         self._probe_every = max(2, p.windows(p.probe_ms))
         self._last = -1  # the last window this stream's Python has seen (see ``_step``)
         self._last_model = _NEVER
@@ -160,7 +162,7 @@ class VadStream:
         self.model_windows = 0
         # the energy gate runs for every call at once, at the batcher's tick
         self._bank = self.batcher.gate_bank(rate)
-        self._row = self._bank.open(self, p, self._preroll)
+        self._row = self._bank.open(self, p, self._preroll, self._resume)
 
     @property
     def speaking(self) -> bool:
@@ -169,11 +171,11 @@ class VadStream:
     @property
     def windows(self) -> int:
         """Windows gated so far."""
-        return int(self._bank.n[self._row])
+        return self._bank.windows(self._row)
 
     @property
     def noise_floor_dbfs(self) -> float:
-        return float(self._bank.floor[self._row])
+        return self._bank.noise_floor(self._row)
 
     def close(self) -> None:
         """Stop: results still in flight are discarded."""
@@ -199,14 +201,17 @@ class VadStream:
             return
         chunk = len(old) >> 1  # sample index of this chunk's first sample
         bank = self._bank
-        items = bank.items
-        if not items:
+        if not bank.rows:
             bank.wake()
         row = self._row
         rate = self.rate
         while pos <= end:
+            bank.rows.append(row)
             # the window's media time, relative to this chunk's first sample
-            items.append((row, raw, pos, timestamp + (pos - chunk) / rate))
+            bank.ts.append(timestamp + (pos - chunk) / rate)
+            bank.parts.append(raw[pos << 1 : (pos + w) << 1])
+            bank.raws.append(raw)
+            bank.pos.append(pos)
             pos += w
         if pos > self._hist + 2 * w:  # forget what no window can reach back to
             drop = pos - self._hist
@@ -233,12 +238,17 @@ class VadStream:
         first_hit: int,
         last_hit: int,
         prev_last: int,
+        cruised: int = 0,
     ) -> None:
         """One window the gate bank found interesting (in an open gate, at a gate edge, or of
         a busy stream); ``raw[pos]`` is its first sample. ``first_hit``/``last_hit``: its first
         and last 8 ms block at or above the gate's level, ``prev_last`` the previous window's
-        last (-1: none)."""
+        last (-1: none). ``cruised``: windows the bank counted as skipped since the last call
+        (the stream was cruising; they directly precede this one)."""
         pending = self._pending
+        if cruised:
+            self._skipped += cruised
+            self._last = self._open_at = idx - 1
         last = self._last
         if idx - last > 1:
             # windows the bank skipped (gate shut, stream not busy): the last ``preroll`` of
@@ -305,11 +315,12 @@ class VadStream:
         gap = idx - self._last_model - 1
         count = 1
         if gap > 0 and self._preroll:
-            # the gate just opened, or loud windows were skipped: the windows before this one
-            # go to the model too, so its state has heard the audio leading here. Gated-out
-            # ones are still waiting (held back ``preroll`` windows) and now count with the
-            # model's answer; skipped ones only warm the model up (one window for a probe).
-            k = min(1 if probe else self._preroll, gap)
+            # the gate just opened: the windows before this one go to the model too, so its
+            # state has heard the audio leading here. Gated-out ones are still waiting (held
+            # back ``preroll`` windows) and now count with the model's answer. A probe inside
+            # a long run goes alone (a warm-up window before it changed no decision on the
+            # bench's calls and cost 2% of all windows).
+            k = 0 if probe else min(self._preroll, gap)
             n = len(pending)
             for j in range(1, k + 1):
                 if j <= n:
@@ -362,6 +373,7 @@ class VadStream:
             if prob is None:
                 if rec[6] != _SKIPPED or rec[7][3] is None:
                     self._bank.busy[self._row] = True  # waiting for the model
+                    self._bank.cruise[self._row] = False
                     return
                 prob = rec[7][3]  # the answer of the model window it follows
             elif rec[6] == _GATED and rec[0] > hold_until:
@@ -375,13 +387,33 @@ class VadStream:
                 self.on_event(seg.speaking, event)
                 if self.closed:
                     return
-        busy = seg.speaking or seg._run != 0
+        bank = self._bank
+        row = self._row
+        ref = self._ref
+        if seg.speaking:
+            # cruising: nothing pending, a long run whose latest model answer is speech (the
+            # bank may then count loud windows that only skip the model by itself)
+            cruise = (
+                not pending
+                and self._long
+                and ref is not None
+                and ref[3] is not None
+                and ref[3] >= self._neg
+                and seg._silent == 0
+            )
+            bank.busy[row] = True
+            bank.cruise[row] = cruise
+            if cruise:
+                bank.set_skip_base(row, self._skipped)
+            return
+        bank.cruise[row] = False
+        busy = seg._run != 0
         if not busy:
             for rec in pending:
                 if rec[6] != _GATED:
                     busy = True
                     break
-        self._bank.busy[self._row] = busy
+        bank.busy[row] = busy
 
 
 class VadStage(Stage):

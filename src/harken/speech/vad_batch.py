@@ -184,12 +184,12 @@ class SileroBatcher:
 
     def _gate(self) -> None:
         for bank in self._banks.values():
-            if bank.items:
+            if bank.rows:
                 bank.step()
 
     def _gated(self) -> bool:
         """Windows are queued for the gate."""
-        return any(bank.items for bank in self._banks.values())
+        return any(bank.rows for bank in self._banks.values())
 
     def open(self, rate: int, deliver: Deliver) -> VadSlot:
         """A slot for one call's stream at ``rate`` (8000 or 16000)."""

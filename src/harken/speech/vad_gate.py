@@ -44,10 +44,34 @@ MIN_BLOCK: Final = 16  # windows per minimum-statistics block (~0.5 s)
 MIN_BLOCKS: Final = 10  # blocks the noise floor may not stay under (~5 s)
 BLOCKS: Final = 4  # sub-blocks per window for the energy edges (8 ms)
 
-#: a queued window: (row, the stream's input bytes, sample index of the window in them, ts)
-Item = tuple[int, bytes, int, float]
-
 F64 = npt.NDArray[np.float64]
+
+# columns of the per-row state matrix (float64; counts and flags are exact in it)
+(
+    _N,  # windows gated so far
+    _FLOOR,  # adaptive noise floor (dBFS; NaN before the first window)
+    _BLK_MIN,  # the quietest window of the current minimum-statistics block
+    _BLK_N,
+    _MINS_I,  # next slot in the ring of the last blocks' minima
+    _MINS_N,
+    _LOUD,  # the last window passed the gate
+    _ACTIVE,
+    _RUN,  # length of the active run
+    _UNTIL,  # the gate is open up to this window (hangover)
+    _WAS_OPEN,  # the last window was in the open gate
+    _CRUISE_N,  # windows skipped here while cruising, since the stream's Python last ran
+    _SKIP_BASE,  # the stream's skip counter when it started cruising
+    _PROBE,  # per-stream parameters from here on
+    _RESUME,
+    _GATE_ON,
+    _MARGIN,
+    _HOLD,
+    _MIN_DB,
+    _RISE,
+    _HANG,
+    _BE,  # energy of the last window's four 8 ms blocks (4 columns)
+) = range(22)
+_COLS: Final = _BE + 4
 I64 = npt.NDArray[np.int64]
 B8 = npt.NDArray[np.bool_]
 
@@ -59,80 +83,61 @@ class GateBank:
     tick). Used on the event loop thread only (or the thread that pumps a manual batcher).
     """
 
-    n: I64  # windows gated so far, per row
-    floor: F64  # adaptive noise floor (dBFS; NaN before the first window)
-    blk_min: F64  # the quietest window of the current minimum-statistics block
-    blk_n: I64
-    mins: F64  # [rows, MIN_BLOCKS] the last blocks' minima (a ring)
-    mins_i: I64
-    mins_n: I64
-    loud: B8  # the last window passed the gate
-    active: B8
-    active_run: I64
-    open_until: I64  # the gate is open up to this window (hangover)
-    prev_be: F64  # [rows, BLOCKS] energy of the last window's 8 ms blocks
-    gate_on: B8
-    margin: F64
-    hold: F64
-    min_db: F64
-    rise: F64
-    hang: I64
-    lv_hist: F64  # [rows, hist] level and media time of the last ``hist`` windows
-    ts_hist: F64
-
-    _FIELDS: Final = (
-        ("n", 0, np.int64, ()),
-        ("floor", np.nan, np.float64, ()),
-        ("blk_min", np.inf, np.float64, ()),
-        ("blk_n", 0, np.int64, ()),
-        ("mins", np.inf, np.float64, (MIN_BLOCKS,)),
-        ("mins_i", 0, np.int64, ()),
-        ("mins_n", 0, np.int64, ()),
-        ("loud", False, np.bool_, ()),
-        ("active", False, np.bool_, ()),
-        ("active_run", 0, np.int64, ()),
-        ("open_until", _NEVER, np.int64, ()),
-        ("prev_be", 0.0, np.float64, (BLOCKS,)),
-        ("gate_on", True, np.bool_, ()),
-        ("margin", 0.0, np.float64, ()),
-        ("hold", 0.0, np.float64, ()),
-        ("min_db", 0.0, np.float64, ()),
-        ("rise", 0.0, np.float64, ()),
-        ("hang", 0, np.int64, ()),
-    )
+    #: True: every window goes to its stream's Python (no quiet or cruising window is settled
+    #: here); the reference the tests hold the fast paths to
+    reference = False
 
     def __init__(self, window: int, wake: Callable[[], None]) -> None:
         self.w = window
         self.wake = wake
-        self.items: list[Item] = []
+        #: queued windows, appended by the streams: row, media time, the window's int16 bytes,
+        #: and (for the stream's Python) its input bytes and the window's sample index in them
+        self.rows: list[int] = []
+        self.ts: list[float] = []
+        self.parts: list[bytes] = []
+        self.raws: list[bytes] = []
+        self.pos: list[int] = []
         self.streams: list[VadStream | None] = []
         self._free: list[int] = []
         self._released: list[int] = []
         self.hist = 1  # windows of level/time history kept per row (the largest pre-roll)
         self._cap = 0
+        self.state: F64 = np.zeros((0, _COLS))
+        self.mins: F64 = np.zeros((0, MIN_BLOCKS))  # ring of the last blocks' minima
+        #: level and media time of each row's last ``hist`` windows (at ``index % hist``)
+        self.lv_hist: F64 = np.zeros((0, 1))
+        self.ts_hist: F64 = np.zeros((0, 1))
         #: per row: the stream's Python must see every window (written by the stream; a
         #: bytearray so that a write from Python is cheap; ``_busy`` is a numpy view of it)
         self.busy = bytearray()
         self._busy: B8 = np.zeros(0, np.bool_)
+        #: per row: the stream is *cruising* (written by the stream): speaking, nothing
+        #: pending, in a long run whose latest model answer is speech. A loud window that
+        #: would only skip the model (not a probe) then changes nothing but the skip count,
+        #: and is counted here without the stream's Python.
+        self.cruise = bytearray()
+        self._cruise: B8 = np.zeros(0, np.bool_)
         self._alloc(64)
 
     # --- rows -------------------------------------------------------------------------------
 
     def _alloc(self, cap: int) -> None:
         old = self._cap
-        for name, fill, dtype, shape in self._FIELDS:
-            a = np.full((cap, *shape), fill, dtype)
-            if old:
-                a[:old] = getattr(self, name)
-            setattr(self, name, a)
-        for name in ("lv_hist", "ts_hist"):
-            a = np.zeros((cap, self.hist), np.float64)
-            if old:
-                a[:old] = getattr(self, name)
-            setattr(self, name, a)
-        del self._busy  # release the buffer before the bytearray grows
+
+        def grow(a: F64) -> F64:
+            out = np.zeros((cap, a.shape[1]))
+            out[:old] = a
+            return out
+
+        self.state = grow(self.state)
+        self.mins = grow(self.mins)
+        self.lv_hist = grow(self.lv_hist)
+        self.ts_hist = grow(self.ts_hist)
+        del self._busy, self._cruise  # release the buffers before the bytearrays grow
         self.busy.extend(bytes(cap - old))
         self._busy = np.frombuffer(self.busy, np.bool_)
+        self.cruise.extend(bytes(cap - old))
+        self._cruise = np.frombuffer(self.cruise, np.bool_)
         self.streams.extend([None] * (cap - old))
         self._free.extend(range(cap - 1, old - 1, -1))
         self._cap = cap
@@ -141,16 +146,17 @@ class GateBank:
         """A longer history ring: each row's last windows move to their new ``index % h``."""
         old = self.hist
         idx = np.arange(self._cap)
+        n = self.state[:, _N].astype(np.int64)
         for name in ("lv_hist", "ts_hist"):
             src = getattr(self, name)
             a = np.zeros((self._cap, h), np.float64)
             for j in range(1, old + 1):
-                i = np.maximum(self.n - j, 0)
+                i = np.maximum(n - j, 0)
                 a[idx, i % h] = src[idx, i % old]
             setattr(self, name, a)
         self.hist = h
 
-    def open(self, stream: VadStream, params: VadParams, preroll: int) -> int:
+    def open(self, stream: VadStream, params: VadParams, preroll: int, resume: int) -> int:
         """A row for ``stream``; its state starts fresh."""
         if preroll > self.hist:
             self._grow_hist(preroll)
@@ -158,24 +164,21 @@ class GateBank:
             self._alloc(2 * self._cap)
         row = self._free.pop()
         self.streams[row] = stream
-        self.n[row] = 0
-        self.floor[row] = np.nan
-        self.blk_min[row] = np.inf
-        self.blk_n[row] = 0
-        self.mins_i[row] = 0
-        self.mins_n[row] = 0
-        self.loud[row] = False
-        self.active[row] = False
-        self.active_run[row] = 0
-        self.open_until[row] = _NEVER
-        self.prev_be[row] = 0.0
+        st = self.state[row]
+        st[:] = 0.0
+        st[_FLOOR] = np.nan
+        st[_BLK_MIN] = np.inf
+        st[_UNTIL] = _NEVER
+        st[_PROBE] = max(2, params.windows(params.probe_ms))
+        st[_RESUME] = resume
+        st[_GATE_ON] = params.gate
+        st[_MARGIN] = params.gate_margin_db
+        st[_HOLD] = params.gate_hold_db
+        st[_MIN_DB] = params.gate_min_dbfs
+        st[_RISE] = params.floor_rise_db_s * self.w / stream.rate
+        st[_HANG] = params.windows(params.hangover_ms)
         self.busy[row] = 0
-        self.gate_on[row] = params.gate
-        self.margin[row] = params.gate_margin_db
-        self.hold[row] = params.gate_hold_db
-        self.min_db[row] = params.gate_min_dbfs
-        self.rise[row] = params.floor_rise_db_s * self.w / stream.rate
-        self.hang[row] = params.windows(params.hangover_ms)
+        self.cruise[row] = 0
         return row
 
     def release(self, row: int) -> None:
@@ -184,19 +187,29 @@ class GateBank:
             self.streams[row] = None
             self._released.append(row)
 
+    def windows(self, row: int) -> int:
+        """Windows gated so far for ``row``."""
+        return int(self.state[row, _N])
+
+    def noise_floor(self, row: int) -> float:
+        return float(self.state[row, _FLOOR])
+
+    def set_skip_base(self, row: int, skipped: int) -> None:
+        self.state[row, _SKIP_BASE] = skipped
+
     # --- the step ---------------------------------------------------------------------------
 
     def step(self) -> None:
         """Gate every queued window (in order per stream); interesting ones go to their stream."""
-        items = self.items
-        if not items:
+        m = len(self.rows)
+        if not m:
             return
-        self.items = []
-        m = len(items)
+        rows: I64 = np.array(self.rows, np.int64)
+        ts: F64 = np.array(self.ts, np.float64)
+        data = b"".join(self.parts)
+        raws, pos = self.raws, self.pos
+        self.rows, self.ts, self.parts, self.raws, self.pos = [], [], [], [], []
         w = self.w
-        rows: I64 = np.fromiter((it[0] for it in items), np.int64, m)
-        ts: F64 = np.fromiter((it[3] for it in items), np.float64, m)
-        data = b"".join([raw[p << 1 : (p + w) << 1] for _, raw, p, _ in items])
         # int16 squares summed in float64 are exact: nothing depends on how windows are batched
         x = np.frombuffer(data, np.int16).astype(np.float64).reshape(m, BLOCKS, w // BLOCKS)
         be: F64 = np.einsum("ijk,ijk->ij", x, x)  # energy of each 8 ms block
@@ -205,7 +218,7 @@ class GateBank:
         srt = rows[order]
         new = srt[1:] != srt[:-1]
         if bool(new.all()):
-            self._round(items, np.arange(m), rows, ts, level, be)
+            self._round(raws, pos, np.arange(m), rows, ts, level, be)
         else:
             # the k-th window of each stream in round k
             starts = np.flatnonzero(np.r_[True, new])
@@ -214,78 +227,111 @@ class GateBank:
             rank[order] = np.arange(m) - starts[group]
             for k in range(int(rank.max()) + 1):
                 sel = np.flatnonzero(rank == k)
-                self._round(items, sel, rows[sel], ts[sel], level[sel], be[sel])
+                self._round(raws, pos, sel, rows[sel], ts[sel], level[sel], be[sel])
         if self._released:
             self._free.extend(self._released)
             self._released.clear()
 
-    def _round(self, items: list[Item], sel: I64, rows: I64, ts: F64, level: F64, be: F64) -> None:
+    def _round(
+        self,
+        raws: list[bytes],
+        pos: list[int],
+        sel: I64,
+        rows: I64,
+        ts: F64,
+        level: F64,
+        be: F64,
+    ) -> None:
         """One window of each of ``rows`` (distinct), vectorised."""
-        n = self.n[rows]
-        self.n[rows] = n + 1
-        floor = self.floor[rows]
+        st = self.state[rows]  # a copy, written back at the end
+        n = st[:, _N].astype(np.int64)
+        st[:, _N] += 1
+        floor = st[:, _FLOOR]
         first = np.isnan(floor)
         if first.any():
             floor = np.where(first, level, floor)
-        gate_db = np.maximum(floor + self.margin[rows], self.min_db[rows])
+        gate_db = np.maximum(floor + st[:, _MARGIN], st[:, _MIN_DB])
         passed = level >= gate_db
-        flip = passed != self.loud[rows]
-        self.loud[rows] = passed
+        flip = passed != st[:, _LOUD].astype(np.bool_)
+        st[:, _LOUD] = passed
         # the noise floor: falls fast, rises at most ``rise`` per window while the gate is shut
-        rise = np.minimum(level - floor, self.rise[rows])
+        rise = np.minimum(level - floor, st[:, _RISE])
         new = np.where(
             level < floor, floor + 0.3 * (level - floor), np.where(passed, floor, floor + rise)
         )
         # minimum statistics: the quietest window of each block; noise that stays loud for
         # seconds lifts the floor
-        bmin = np.minimum(self.blk_min[rows], level)
-        bn = self.blk_n[rows] + 1
+        bmin = np.minimum(st[:, _BLK_MIN], level)
+        bn = st[:, _BLK_N] + 1
         full = bn == MIN_BLOCK
         if full.any():
             at = np.flatnonzero(full)
             fr = rows[at]
-            wi = self.mins_i[fr]
+            wi = st[at, _MINS_I].astype(np.int64)
             self.mins[fr, wi] = bmin[at]
-            self.mins_i[fr] = (wi + 1) % MIN_BLOCKS
-            cnt = np.minimum(self.mins_n[fr] + 1, MIN_BLOCKS)
-            self.mins_n[fr] = cnt
+            st[at, _MINS_I] = (wi + 1) % MIN_BLOCKS
+            cnt = np.minimum(st[at, _MINS_N] + 1, MIN_BLOCKS)
+            st[at, _MINS_N] = cnt
             bmin[at] = np.inf
             bn[at] = 0
             lift = cnt == MIN_BLOCKS
             if lift.any():
                 j = at[lift]
                 new[j] = np.maximum(new[j], self.mins[fr[lift]].min(axis=1) - 1.0)
-        self.blk_min[rows] = bmin
-        self.blk_n[rows] = bn
-        self.floor[rows] = new
+        st[:, _BLK_MIN] = bmin
+        st[:, _BLK_N] = bn
+        st[:, _FLOOR] = new
         # hysteresis: opened by a loud window, kept open by anything clearly above the floor
-        active = passed | (self.active[rows] & (level >= floor + self.hold[rows]))
-        self.active[rows] = active
-        run = np.where(active, self.active_run[rows] + 1, 0)
-        self.active_run[rows] = run
-        until = np.where(active, n + self.hang[rows], self.open_until[rows])
-        self.open_until[rows] = until
-        in_gate = (n <= until) | ~self.gate_on[rows]
+        active = passed | ((st[:, _ACTIVE] != 0) & (level >= floor + st[:, _HOLD]))
+        st[:, _ACTIVE] = active
+        run = np.where(active, st[:, _RUN] + 1, 0)
+        st[:, _RUN] = run
+        until = np.where(active, n + st[:, _HANG], st[:, _UNTIL])
+        st[:, _UNTIL] = until
+        in_gate = (n <= until) | (st[:, _GATE_ON] == 0)
+        was_open = st[:, _WAS_OPEN] != 0
+        st[:, _WAS_OPEN] = in_gate
         k = n % self.hist
         self.lv_hist[rows, k] = level
         self.ts_hist[rows, k] = ts
-        prev = self.prev_be[rows]
-        self.prev_be[rows] = be
-        hot = np.flatnonzero(in_gate | flip | self._busy[rows])
+        prev = st[:, _BE : _BE + BLOCKS].copy()
+        st[:, _BE : _BE + BLOCKS] = be
+        hot_mask = in_gate | flip | self._busy[rows]
+        cruise = self._cruise[rows]
+        cruise_n = st[:, _CRUISE_N]
+        if self.reference:
+            hot_mask[:] = True
+        elif cruise.any():
+            # a cruising stream's loud window, in the same open stretch, that is not a probe
+            fast = (
+                cruise
+                & in_gate
+                & was_open
+                & passed
+                & ~flip
+                & (run > st[:, _RESUME])
+                & (st[:, _SKIP_BASE] + cruise_n + 1 < st[:, _PROBE])
+            )
+            if fast.any():
+                cruise_n += fast
+                hot_mask &= ~fast
+        hot = np.flatnonzero(hot_mask)
+        cruised = cruise_n[hot].astype(np.int64)
+        st[hot, _CRUISE_N] = 0
+        self.state[rows] = st
         if not hot.size:
             return
         # the 8 ms blocks at or above the gate's level, for the energy edges: the first and
         # the last loud block of this window (-1: none) and the last of the previous one
         thr = (10.0 ** ((gate_db[hot] + _DBFS0) / 10.0) * (self.w // BLOCKS))[:, None]
         hits = be[hot] >= thr
-        rev = hits[:, ::-1]
         anyhit = hits.any(axis=1)
         first_hit = np.where(anyhit, hits.argmax(axis=1), -1)
-        last_hit = np.where(anyhit, BLOCKS - 1 - rev.argmax(axis=1), -1)
+        last_hit = np.where(anyhit, BLOCKS - 1 - hits[:, ::-1].argmax(axis=1), -1)
         phits = prev[hot] >= thr
         prev_last = np.where(phits.any(axis=1), BLOCKS - 1 - phits[:, ::-1].argmax(axis=1), -1)
         streams = self.streams
-        for r, j, i, t, lv, p, ig, ar, f, fh, lh, pl in zip(
+        for r, j, i, t, lv, p, ig, ar, f, fh, lh, pl, cn in zip(
             rows[hot].tolist(),
             sel[hot].tolist(),
             n[hot].tolist(),
@@ -293,14 +339,14 @@ class GateBank:
             level[hot].tolist(),
             passed[hot].tolist(),
             in_gate[hot].tolist(),
-            run[hot].tolist(),
+            run[hot].astype(np.int64).tolist(),
             flip[hot].tolist(),
             first_hit.tolist(),
             last_hit.tolist(),
             prev_last.tolist(),
+            cruised.tolist(),
             strict=True,
         ):
             stream = streams[r]
             if stream is not None:
-                item = items[j]
-                stream._step(i, item[1], item[2], t, lv, p, ig, ar, f, fh, lh, pl)
+                stream._step(i, raws[j], pos[j], t, lv, p, ig, ar, f, fh, lh, pl, cn)

@@ -53,7 +53,7 @@ class VadParams:
     refine_ms: float = 288.0
     #: once the model has confirmed speech, loud windows skip it (counted as speech)...
     skip_speech: bool = True
-    #: ...except for a probe this often (with one window of warm-up before it)
+    #: ...except for a probe this often (one window)
     probe_ms: float = 320.0
     #: once a run longer than ``start_ms`` has been heard since the gate opened, a loud run
     #: resuming after a short dip (the gate still open) skips the model after this much
