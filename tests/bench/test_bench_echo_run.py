@@ -100,3 +100,30 @@ def test_cli_json_file(tmp_path: Path) -> None:
     assert set(data["records"][0]) >= RECORD_KEYS
     assert data["records"][0]["server_exit"] == 0  # the server drained and stopped on SIGTERM
     assert "| harken | 2 |" in proc.stdout  # the report is printed too
+
+
+def test_saved_runs_merge_into_one_report() -> None:
+    a = {
+        "command": "harken bench echo --systems harken",
+        "started": "2026-01-02 10:00:00",
+        "systems": ["harken"],
+        "scenarios": ["echo"],
+        "records": [{"system": "harken", "calls": 5}],
+        "idle": [{"system": "harken"}],
+        "settings": {"duration_s": 20},
+    }
+    b = {
+        "command": "harken bench echo --systems pipecat",
+        "started": "2026-01-02 09:00:00",
+        "systems": ["pipecat"],
+        "scenarios": ["echo"],
+        "records": [{"system": "pipecat", "calls": 5}],
+        "idle": [],
+    }
+    merged = echo.merge_results([a, b])
+    assert merged["systems"] == ["harken", "pipecat"] and merged["scenarios"] == ["echo"]
+    assert [r["system"] for r in merged["records"]] == ["harken", "pipecat"]
+    assert merged["idle"] == [{"system": "harken"}]
+    assert merged["started"] == "2026-01-02 09:00:00" and " + " in merged["command"]
+    assert merged["settings"] == {"duration_s": 20}
+    assert echo.merge_results([a]) == a

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +15,7 @@ from harken.audio.g711 import ulaw_encode
 from harken.bench._measure import summarize
 from harken.bench.agents import ReplyInPlaceAgent, load_reply
 from harken.bench.callers import echo_script, reply_ulaw, speechlike, tone_reply
-from harken.bench.loadgen import FRAME_BYTES, CallerScript, LoadGen, Scheduler
+from harken.bench.loadgen import FRAME_BYTES, CallerScript, LeanCall, LoadGen, Scheduler
 from harken.frames import (
     AudioFrame,
     Frame,
@@ -205,3 +206,47 @@ def test_load_reply_from_a_file_or_synthetic(
     monkeypatch.delenv("HARKEN_BENCH_REPLY", raising=False)
     synthetic = load_reply()
     assert len(synthetic) % 320 == 0 and len(synthetic) > 0
+
+
+def _media(payload: bytes) -> tuple[bytes, int, int]:
+    data = b'{"event":"media","streamSid":"MZ1","media":{"payload":"' + payload + b'"}}'
+    start = data.index(payload)
+    return data, start, start + len(payload)
+
+
+def test_an_echo_whose_server_dropped_frames_is_realigned_by_content() -> None:
+    script = echo_script()
+    assert script.verbatim and all(0x7F not in f for f in script.frames)  # echoed byte for byte
+    gen = LoadGen("ws://unused", script)
+    gen.totals.w0, gen.totals.w1 = 0.0, 100.0
+    call = _lean_call(gen)
+    for k in range(10):  # frames 0..9 sent at 1.00, 1.02, ...
+        call.matcher.sent(1.0 + 0.02 * k)
+    call.matcher.recv_bytes = 0
+    # frames 0 and 1 come back; 2, 3 and 4 were dropped (a stall); 5 and 6 come back
+    for k, now in ((0, 1.005), (1, 1.025), (5, 1.105), (6, 1.125)):
+        call._media(*_media(script.b64_run(call.offset + k, 1)), now)
+    rtts = [round(x * 1000, 1) for x in gen.totals.rtts]
+    assert rtts == [5.0, 5.0, 5.0, 5.0]  # without realignment: 5, 5, 65, 65
+    assert gen.totals.skipped_frames == 3
+    # a 40 ms chunk (frames 7 and 8) is recognised too
+    call._media(*_media(script.b64_run(call.offset + 7, 2)), 1.165)
+    assert round(gen.totals.rtts[-1] * 1000, 1) == 5.0
+
+
+def test_a_non_verbatim_echo_is_matched_by_byte_count_alone() -> None:
+    script = echo_script()
+    gen = LoadGen("ws://unused", script)
+    gen.totals.w0, gen.totals.w1 = 0.0, 100.0
+    call = _lean_call(gen)
+    for k in range(40):
+        call.matcher.sent(1.0 + 0.02 * k)
+    other = base64.b64encode(b"\x01" * FRAME_BYTES)  # re-encoded: no script frame has it
+    for k in range(30):
+        call._media(*_media(other), 1.0 + 0.02 * k + 0.005)
+    assert gen.totals.skipped_frames == 0 and not call.resync  # gave up after a few misses
+    assert max(gen.totals.rtts) < 0.0051
+
+
+def _lean_call(gen: LoadGen) -> LeanCall:
+    return LeanCall(gen, offset=7)

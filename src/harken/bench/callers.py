@@ -61,7 +61,7 @@ def speechlike(seconds: float = 1.0, seed: int = 7) -> I16:
 
 
 def echo_script() -> CallerScript:
-    return CallerScript(_frames(ulaw_encode(speechlike().tobytes())))
+    return CallerScript(_frames(ulaw_encode(speechlike().tobytes())), verbatim=True)
 
 
 def _dither(pcm: I16, seed: int = 11) -> I16:

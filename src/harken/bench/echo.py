@@ -112,7 +112,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--from-json",
         metavar="FILE",
-        help="measure nothing: re-render the report (and --report docs) from a saved --json FILE",
+        help="measure nothing: re-render the report (and --report docs) from saved --json files"
+        " (comma-separated: merged)",
     )
 
 
@@ -249,6 +250,7 @@ async def run_level(
             "clears": tot.clears,
             "bad_messages": tot.bad_messages,
             "unmatched_bytes": tot.unmatched_bytes,
+            "server_dropped_frames": tot.skipped_frames,
             "load_avg_start": round(load0[0], 2),
             "load_avg_end": round(load1[0], 2),
             "steal_pct": round(steal_percent(steal_a, steal_b), 1),
@@ -324,6 +326,20 @@ async def run_idle(
 # the run
 
 
+def merge_results(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several saved runs as one (e.g. harken with ``--keep-going`` and the baseline without):
+    records, idle phases, systems and scenarios joined; the rest from the first run."""
+    merged = dict(results[0])
+    for key in ("records", "idle"):
+        merged[key] = [item for r in results for item in r.get(key, [])]
+    for key in ("systems", "scenarios"):
+        merged[key] = list(dict.fromkeys(x for r in results for x in r.get(key, [])))
+    if len(results) > 1:
+        merged["command"] = " + ".join(str(r.get("command", "")).strip() for r in results)
+        merged["started"] = min(str(r.get("started", "")) for r in results)
+    return merged
+
+
 def _levels(args: argparse.Namespace) -> list[int]:
     if args.sweep:
         out: list[int] = []
@@ -380,7 +396,9 @@ def _scripts(scenarios: list[str], bench_dir: Path) -> tuple[dict[str, CallerScr
 
 def run(args: argparse.Namespace) -> dict[str, object]:
     if args.from_json:
-        saved: dict[str, object] = json.loads(Path(args.from_json).read_text())
+        saved = merge_results(
+            [json.loads(Path(f).read_text()) for f in str(args.from_json).split(",") if f]
+        )
         if args.report:
             written = _report.write_docs(saved, Path(args.docs_dir))
             saved["report_files"] = [str(p) for p in written]

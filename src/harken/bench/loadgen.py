@@ -44,6 +44,8 @@ from harken.bench._measure import FrameMatcher, PlayClock
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
 PERIOD_S = 0.020
+_RESYNC_FRAMES = 150  # how many frames (3 s) past the expected one a chunk is looked for
+_RESYNC_MISSES = 20  # unrecognised chunks in a row before a call stops checking
 TEXT = WSMsgType.TEXT
 # Twilio's own key order: event, sequenceNumber, media (track, chunk, timestamp, payload),
 # streamSid; the message is completed by the payload and the call's closing bytes
@@ -67,14 +69,32 @@ class CallerScript:
     utterance_ends: frozenset[int] = frozenset()
     reply: bytes = b""
     utterance_starts: frozenset[int] = frozenset()
+    #: the server echoes these frames byte for byte (µ-law -> PCM -> µ-law is the identity on
+    #: every code ``ulaw_encode`` produces), so returned audio can be recognised by content
+    verbatim: bool = False
     payloads: tuple[bytes, ...] = field(init=False)
     has_turns: bool = field(init=False)  # utterance starts or ends to time (vad)
+    _runs: dict[tuple[int, int], bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not self.frames or any(len(f) != FRAME_BYTES for f in self.frames):
             raise ValueError("a caller script is a non-empty sequence of 160-byte frames")
         object.__setattr__(self, "payloads", tuple(base64.b64encode(f) for f in self.frames))
         object.__setattr__(self, "has_turns", bool(self.utterance_ends or self.utterance_starts))
+        object.__setattr__(self, "_runs", {})
+
+    def b64_run(self, first: int, count: int) -> bytes:
+        """Base64 of ``count`` consecutive script frames from index ``first`` (looped)."""
+        n = len(self.frames)
+        first %= n
+        if count == 1:
+            return self.payloads[first]
+        runs = self._runs
+        run = runs.get((first, count))
+        if run is None:
+            audio = b"".join(self.frames[(first + i) % n] for i in range(count))
+            run = runs[(first, count)] = base64.b64encode(audio)
+        return run
 
 
 @dataclass(slots=True)
@@ -90,6 +110,7 @@ class Totals:
     window_frames: int = 0  # frames sent inside the window: the expected echo
     echoed_bytes: int = 0  # received bytes attributed to frames sent inside the window
     unmatched_bytes: int = 0  # received beyond what was sent (should stay 0)
+    skipped_frames: int = 0  # frames the server dropped (stale live audio), found by content
     late_sends: int = 0  # inside the window
     max_late_s: float = 0.0
     marks_echoed: int = 0
@@ -117,8 +138,10 @@ class LeanCall(WSListener):
         "gen",
         "in_speech",
         "matcher",
+        "misses",
         "offset",
         "recent",
+        "resync",
         "seq",
         "slot",
         "stream_sid",
@@ -148,6 +171,8 @@ class LeanCall(WSListener):
         self.closed = False
         self.ending = False
         self.recent = b""  # vad: the last received bytes, to find a reply straddling chunks
+        self.resync = gen.script.verbatim  # recognise the echo by content (see _resync)
+        self.misses = 0
         self.turn_end = -1.0  # send time of the last utterance end, while unanswered
         self.in_speech = False  # the caller is inside an utterance (by the script)
 
@@ -309,6 +334,8 @@ class LeanCall(WSListener):
             if head in audio:
                 self._reply_started(now)
             self.recent = audio[-len(head) + 1 :]
+        if self.resync and n % FRAME_BYTES == 0 and self.matcher.recv_bytes % FRAME_BYTES == 0:
+            self._resync(data[start:end], n // FRAME_BYTES)
         frame = self.matcher.received(n)
         if frame < 0:
             tot.unmatched_bytes += n
@@ -317,6 +344,32 @@ class LeanCall(WSListener):
         if tot.w0 <= sent < tot.w1:
             tot.echoed_bytes += n
             tot.rtts.append(now - sent)
+
+    def _resync(self, payload: bytes, count: int) -> None:
+        """Byte-count matching assumes every byte comes back. A server that drops stale live
+        audio after a stall (harken keeps at most 60 ms of it) would make every later chunk
+        look one dropped frame older per frame dropped, for the rest of the call. So a
+        verbatim echo is checked by content: a chunk that is not the audio expected at its
+        byte position is looked for among the frames sent after it, newest first (a server
+        drops the oldest audio), the nearest first, and the frames skipped count as dropped.
+        The script loops every second, so a run of over a second dropped at once is taken for
+        its remainder (the pessimistic reading: the round trip looks longer, never shorter).
+        A call whose echo is not verbatim stops checking after a few misses."""
+        matcher, script = self.matcher, self.gen.script
+        first = matcher.recv_bytes // FRAME_BYTES
+        if payload == script.b64_run(self.offset + first, count):
+            self.misses = 0
+            return
+        newest = matcher.sent_frames - count  # the latest frame this chunk can start at
+        for start in range(first + 1, min(newest, first + _RESYNC_FRAMES) + 1):
+            if payload == script.b64_run(self.offset + start, count):
+                matcher.recv_bytes += (start - first) * FRAME_BYTES
+                self.gen.totals.skipped_frames += start - first
+                self.misses = 0
+                return
+        self.misses += 1
+        if self.misses >= _RESYNC_MISSES:
+            self.resync = False
 
     def _reply_started(self, now: float) -> None:
         """A reply began: it answers the caller's last utterance if it came in the pause after
