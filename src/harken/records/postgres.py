@@ -24,14 +24,16 @@ from typing import TYPE_CHECKING, Any
 from harken.errors import RecordsError
 from harken.records.model import (
     CallDetail,
-    CallEnd,
-    CallEvent,
-    CallInfo,
     CallSummary,
     Record,
-    TurnRecord,
 )
-from harken.records.store import SCHEMA_VERSION, Sql, detail_from_rows, summary_from_row
+from harken.records.store import (
+    SCHEMA_VERSION,
+    RecordWriter,
+    Sql,
+    detail_from_rows,
+    summary_from_row,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -52,7 +54,7 @@ def _psycopg() -> Any:
     return psycopg
 
 
-class PostgresCallStore:
+class PostgresCallStore(RecordWriter):
     """A :class:`~harken.records.store.CallStore` in the PostgreSQL database at ``dsn``."""
 
     def __init__(self, dsn: str, *, connect_timeout_s: float = 10.0) -> None:
@@ -145,18 +147,6 @@ class PostgresCallStore:
         async with conn.transaction(), conn.cursor() as cur:
             for statement, params in groups.items():
                 await cur.executemany(statement, params)
-
-    async def call_started(self, info: CallInfo) -> None:
-        await self.write([info])
-
-    async def turn(self, rec: TurnRecord) -> None:
-        await self.write([rec])
-
-    async def event(self, ev: CallEvent) -> None:
-        await self.write([ev])
-
-    async def call_ended(self, end: CallEnd) -> None:
-        await self.write([end])
 
     # --- reads ----------------------------------------------------------------------------
 

@@ -35,14 +35,16 @@ from typing import TypeVar
 from harken.errors import RecordsError
 from harken.records.model import (
     CallDetail,
-    CallEnd,
-    CallEvent,
-    CallInfo,
     CallSummary,
     Record,
-    TurnRecord,
 )
-from harken.records.store import SCHEMA_VERSION, Sql, detail_from_rows, summary_from_row
+from harken.records.store import (
+    SCHEMA_VERSION,
+    RecordWriter,
+    Sql,
+    detail_from_rows,
+    summary_from_row,
+)
 
 __all__ = ["SqliteCallStore"]
 
@@ -202,7 +204,7 @@ class _Writer:
 _keys = itertools.count(1)
 
 
-class SqliteCallStore:
+class SqliteCallStore(RecordWriter):
     """A :class:`~harken.records.store.CallStore` in the SQLite file at ``path``.
 
     With ``readonly=True`` (the CLI) it opens an existing file for reading only: no writer, no
@@ -250,18 +252,6 @@ class SqliteCallStore:
                 + ("read-only" if self.readonly else "not open")
             )
         await self._submit(self._writer, "write", list(records))
-
-    async def call_started(self, info: CallInfo) -> None:
-        await self.write([info])
-
-    async def turn(self, rec: TurnRecord) -> None:
-        await self.write([rec])
-
-    async def event(self, ev: CallEvent) -> None:
-        await self.write([ev])
-
-    async def call_ended(self, end: CallEnd) -> None:
-        await self.write([end])
 
     async def _submit(self, writer: _Writer, op: str, records: Sequence[Record] = ()) -> None:
         loop = asyncio.get_running_loop()

@@ -49,6 +49,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "CallStore",
     "Dialect",
+    "RecordWriter",
     "Sql",
     "open_store",
 ]
@@ -83,6 +84,27 @@ class CallStore(Protocol):
 
     async def close(self) -> None:
         """Commit what was written and disconnect."""
+
+
+class RecordWriter:
+    """The one-record write methods of :class:`CallStore`, through ``write`` (both stores)."""
+
+    __slots__ = ()
+
+    async def write(self, records: Sequence[Record]) -> None:
+        raise NotImplementedError
+
+    async def call_started(self, info: CallInfo) -> None:
+        await self.write([info])
+
+    async def turn(self, rec: TurnRecord) -> None:
+        await self.write([rec])
+
+    async def event(self, ev: CallEvent) -> None:
+        await self.write([ev])
+
+    async def call_ended(self, end: CallEnd) -> None:
+        await self.write([end])
 
 
 def open_store(
