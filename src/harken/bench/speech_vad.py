@@ -5,8 +5,9 @@
     :class:`~harken.pipeline.Call`: the caller speaks ~40% of the time (synthesized sentences in
     turns of 1-3, levels varying per call), line noise otherwise, all through the phone band and
     G.711 u-law. Process CPU time (``time.process_time``: every thread, the VAD worker included)
-    of feeding the calls, minus the same feed through a pass-through stage, per call and second
-    of media: ``vad_cpu_pct_per_call``. Default: accelerated replay (frames as fast as they
+    of feeding the calls, minus the same frames through a pass-through stage (fed interleaved
+    with them in the same run, timed by thread CPU), per call and second of media:
+    ``vad_cpu_pct_per_call``. Default: accelerated replay (frames as fast as they
     go, the batcher pumped every 20 ms of media, the same batch shapes as live); ``--vad-realtime``
     runs live on the event loop with the batcher's worker thread instead. Also: the share of
     windows that reached the model (gate-2 rate, in speech and in noise), batch sizes, model time
@@ -162,50 +163,64 @@ def _frames(x: I16, rate: int) -> list[bytes]:
 
 
 async def _feed_accelerated(
-    calls: list[Call], tracks: list[list[bytes]], rate: int, batcher: SileroBatcher | None
-) -> float:
-    """Every call's frames in media order, pumping the batcher each 20 ms of media."""
+    calls: list[Call],
+    base: list[Call],
+    tracks: list[list[bytes]],
+    rate: int,
+    batcher: SileroBatcher,
+) -> tuple[float, float]:
+    """Every call's frames in media order, pumping the batcher each 20 ms of media; the same
+    frames go through pass-through calls (``base``) interleaved with them. Returns (process CPU
+    of the whole run, thread CPU of feeding the pass-through calls)."""
     steps = min(len(t) for t in tracks)
+    base_cpu = 0.0
     t0 = time.process_time()
     for k in range(steps):
         ts = k * 0.02
+        b0 = time.thread_time()
+        for call, track in zip(base, tracks, strict=True):
+            call.feed(AudioFrame(track[k], rate, timestamp=ts))
+        base_cpu += time.thread_time() - b0
         for call, track in zip(calls, tracks, strict=True):
             call.feed(AudioFrame(track[k], rate, timestamp=ts))
-        if batcher is not None:
-            batcher.pump(once=True)  # one tick of the live batcher
-    return time.process_time() - t0
+        batcher.pump(once=True)  # one tick of the live batcher
+    return time.process_time() - t0, base_cpu
 
 
-async def _feed_realtime(calls: list[Call], tracks: list[list[bytes]], rate: int) -> float:
-    """Every call's next frame each 20 ms of wall time (the batcher runs on its own)."""
+async def _feed_realtime(
+    calls: list[Call], base: list[Call], tracks: list[list[bytes]], rate: int
+) -> tuple[float, float]:
+    """Every call's next frame each 20 ms of wall time (the batcher runs on its own), and the
+    same frame through a pass-through call; returns as :func:`_feed_accelerated`."""
     loop = asyncio.get_running_loop()
     steps = min(len(t) for t in tracks)
     start = loop.time() + 0.05
+    base_cpu = 0.0
     t0 = time.process_time()
     for k in range(steps):
         delay = start + k * 0.02 - loop.time()
         await asyncio.sleep(max(0.0, delay))
         ts = k * 0.02
+        b0 = time.thread_time()
+        for call, track in zip(base, tracks, strict=True):
+            call.feed(AudioFrame(track[k], rate, timestamp=ts))
+        base_cpu += time.thread_time() - b0
         for call, track in zip(calls, tracks, strict=True):
             call.feed(AudioFrame(track[k], rate, timestamp=ts))
     await asyncio.sleep(0.1)
-    return time.process_time() - t0
+    return time.process_time() - t0, base_cpu
 
 
 async def _cost(args: argparse.Namespace, tracks: list[list[bytes]]) -> dict[str, Any]:
     rate = args.vad_rate
     n = len(tracks)
     realtime = bool(args.vad_realtime)
-    # baseline: the same calls and frames through a pass-through stage
-    calls = [Call(Stage(), call_id=f"b{i}") for i in range(n)]
-    for c in calls:
+    # the baseline: the same frames through pass-through calls, fed interleaved with the VAD
+    # calls in the same run (a baseline run of its own, seconds earlier or later, saw another
+    # load on this shared machine)
+    base = [Call(Stage(), call_id=f"b{i}") for i in range(n)]
+    for c in base:
         await c.start(StartFrame(sample_rate_in=rate))
-    if realtime:
-        base = await _feed_realtime(calls, tracks, rate)
-    else:
-        base = await _feed_accelerated(calls, tracks, rate, None)
-    for c in calls:
-        c.cancel()
     batcher = SileroBatcher(manual=not realtime, keep_batch_sizes=True)
     batcher.session  # noqa: B018 - load the model before the clock starts
     params = VadParams(gate=not args.vad_model_only)
@@ -214,17 +229,21 @@ async def _cost(args: argparse.Namespace, tracks: list[list[bytes]]) -> dict[str
     for c in calls:
         await c.start(StartFrame(sample_rate_in=rate))
     if realtime:
-        cpu = await _feed_realtime(calls, tracks, rate)
+        total, base_cpu = await _feed_realtime(calls, base, tracks, rate)
         await batcher.drain()
     else:
-        cpu = await _feed_accelerated(calls, tracks, rate, batcher)
+        total, base_cpu = await _feed_accelerated(calls, base, tracks, rate, batcher)
+    for c in base:
+        c.cancel()
+    # the VAD calls' own frame routing costs what the pass-through calls' did
+    cpu = total - base_cpu
     media = len(tracks[0]) * 0.02
     windows = sum(s.stream.windows for s in stages if s.stream)
     model_windows = sum(s.stream.model_windows for s in stages if s.stream)
     for c in calls:
         c.cancel()
     st = batcher.stats
-    vad_cpu = max(0.0, cpu - base)
+    vad_cpu = max(0.0, cpu - base_cpu)
     sizes = st.batch_sizes or [0]
     return {
         "mode": ("realtime" if realtime else "accelerated")
@@ -232,7 +251,7 @@ async def _cost(args: argparse.Namespace, tracks: list[list[bytes]]) -> dict[str
         "calls": n,
         "media_s_per_call": round(media, 2),
         "cpu_s_total": round(cpu, 3),
-        "cpu_s_baseline": round(base, 3),
+        "cpu_s_baseline": round(base_cpu, 3),
         "vad_cpu_pct_per_call": round(100.0 * vad_cpu / (n * media), 4),
         "model_cpu_pct_per_call": round(100.0 * st.cpu_s / (n * media), 4),
         "gate2_rate": round(model_windows / max(1, windows), 4),

@@ -121,8 +121,12 @@ _Job = tuple[VadSlot, int, bytes, int, F32Array]  # slot, first index, k windows
 class SileroBatcher:
     """Batches Silero windows of many calls into one ONNX run per tick.
 
-    ``tick_s`` is how long the first window waits for others before a run starts (a run also
-    waits for the previous one to finish). A run is ``max_steps`` model calls (default one):
+    ``tick_s`` (one window, 32 ms) is how long the first window waits for others before a run
+    starts (a run also waits for the previous one to finish); at each tick the gate banks
+    (:class:`~harken.speech.vad_gate.GateBank`, one per rate) gate every window queued since
+    the last one, then the model runs. A 16 ms tick gave batches of ~30 at 200 calls once the
+    loop had little Python left to do (the model costs more per window in small batches); 32
+    ms gives ~50, for decisions up to 16 ms later. A run is ``max_steps`` model calls (default one):
     a call with several windows waiting (its gate just opened) sends the first ``max_steps``
     now and the rest in the next runs, so every run is one full batch rather than a full one
     followed by small ones. ``session`` defaults to the process-wide Silero
@@ -134,7 +138,7 @@ class SileroBatcher:
         self,
         session: OrtSession | None = None,
         *,
-        tick_s: float = 0.016,
+        tick_s: float = 0.032,
         max_batch: int = 512,
         max_steps: int = 1,
         max_backlog: int = 24,
