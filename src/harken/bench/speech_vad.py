@@ -7,8 +7,8 @@
     G.711 u-law. Process CPU time (``time.process_time``: every thread, the VAD worker included)
     of feeding the calls, minus the same frames through a pass-through stage (fed interleaved
     with them in the same run, timed by thread CPU), per call and second of media:
-    ``vad_cpu_pct_per_call``. Default: accelerated replay (frames as fast as they
-    go, the batcher pumped every 20 ms of media, the same batch shapes as live); ``--vad-realtime``
+    ``vad_cpu_pct_per_call``. Default: accelerated replay (frames as fast as they go, the
+    batcher pumped once per tick of media, the same batch shapes as live); ``--vad-realtime``
     runs live on the event loop with the batcher's worker thread instead. Also: the share of
     windows that reached the model (gate-2 rate, in speech and in noise), batch sizes, model time
     per window, and onsets the gate missed against the model-only baseline on the same audio.
@@ -169,11 +169,13 @@ async def _feed_accelerated(
     rate: int,
     batcher: SileroBatcher,
 ) -> tuple[float, float]:
-    """Every call's frames in media order, pumping the batcher each 20 ms of media; the same
-    frames go through pass-through calls (``base``) interleaved with them. Returns (process CPU
-    of the whole run, thread CPU of feeding the pass-through calls)."""
+    """Every call's frames in media order, pumping the batcher once per ``tick_s`` of media (one
+    tick of the live batcher: the same batch shapes); the same frames go through pass-through
+    calls (``base``) interleaved with them. Returns (process CPU of the whole run, thread CPU of
+    feeding the pass-through calls)."""
     steps = min(len(t) for t in tracks)
     base_cpu = 0.0
+    next_tick = batcher.tick_s
     t0 = time.process_time()
     for k in range(steps):
         ts = k * 0.02
@@ -183,7 +185,10 @@ async def _feed_accelerated(
         base_cpu += time.thread_time() - b0
         for call, track in zip(calls, tracks, strict=True):
             call.feed(AudioFrame(track[k], rate, timestamp=ts))
-        batcher.pump(once=True)  # one tick of the live batcher
+        if ts + 0.02 >= next_tick:
+            batcher.pump(once=True)  # one tick of the live batcher
+            next_tick += batcher.tick_s
+    batcher.pump()
     return time.process_time() - t0, base_cpu
 
 
