@@ -200,18 +200,17 @@ class VadStream:
         if pos > end:
             return
         chunk = len(old) >> 1  # sample index of this chunk's first sample
-        bank = self._bank
-        if not bank.rows:
-            bank.wake()
+        queue = self._bank.queue
+        if not queue:
+            self._bank.wake()
         row = self._row
         rate = self.rate
         while pos <= end:
-            bank.rows.append(row)
-            # the window's media time, relative to this chunk's first sample
-            bank.ts.append(timestamp + (pos - chunk) / rate)
-            bank.parts.append(raw[pos << 1 : (pos + w) << 1])
-            bank.raws.append(raw)
-            bank.pos.append(pos)
+            # row, the window's media time (relative to this chunk's first sample), its bytes,
+            # and the input with its position for the stream's own Python
+            queue.append(
+                (row, timestamp + (pos - chunk) / rate, raw[pos << 1 : (pos + w) << 1], raw, pos)
+            )
             pos += w
         if pos > self._hist + 2 * w:  # forget what no window can reach back to
             drop = pos - self._hist

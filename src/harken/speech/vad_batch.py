@@ -188,12 +188,12 @@ class SileroBatcher:
 
     def _gate(self) -> None:
         for bank in self._banks.values():
-            if bank.rows:
+            if bank.queue:
                 bank.step()
 
     def _gated(self) -> bool:
         """Windows are queued for the gate."""
-        return any(bank.rows for bank in self._banks.values())
+        return any(bank.queue for bank in self._banks.values())
 
     def open(self, rate: int, deliver: Deliver) -> VadSlot:
         """A slot for one call's stream at ``rate`` (8000 or 16000)."""

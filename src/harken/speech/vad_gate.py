@@ -90,13 +90,9 @@ class GateBank:
     def __init__(self, window: int, wake: Callable[[], None]) -> None:
         self.w = window
         self.wake = wake
-        #: queued windows, appended by the streams: row, media time, the window's int16 bytes,
-        #: and (for the stream's Python) its input bytes and the window's sample index in them
-        self.rows: list[int] = []
-        self.ts: list[float] = []
-        self.parts: list[bytes] = []
-        self.raws: list[bytes] = []
-        self.pos: list[int] = []
+        #: queued windows, appended by the streams: (row, media time, the window's int16 bytes,
+        #: and for the stream's Python its input bytes and the window's sample index in them)
+        self.queue: list[tuple[int, float, bytes, bytes, int]] = []
         self.streams: list[VadStream | None] = []
         self._free: list[int] = []
         self._released: list[int] = []
@@ -201,14 +197,15 @@ class GateBank:
 
     def step(self) -> None:
         """Gate every queued window (in order per stream); interesting ones go to their stream."""
-        m = len(self.rows)
+        queue = self.queue
+        m = len(queue)
         if not m:
             return
-        rows: I64 = np.array(self.rows, np.int64)
-        ts: F64 = np.array(self.ts, np.float64)
-        data = b"".join(self.parts)
-        raws, pos = self.raws, self.pos
-        self.rows, self.ts, self.parts, self.raws, self.pos = [], [], [], [], []
+        self.queue = []
+        rows_t, ts_t, parts, raws, pos = zip(*queue, strict=True)
+        rows: I64 = np.array(rows_t, np.int64)
+        ts: F64 = np.array(ts_t, np.float64)
+        data = b"".join(parts)
         w = self.w
         # int16 squares summed in float64 are exact: nothing depends on how windows are batched
         x = np.frombuffer(data, np.int16).astype(np.float64).reshape(m, BLOCKS, w // BLOCKS)
@@ -234,8 +231,8 @@ class GateBank:
 
     def _round(
         self,
-        raws: list[bytes],
-        pos: list[int],
+        raws: tuple[bytes, ...],
+        pos: tuple[int, ...],
         sel: I64,
         rows: I64,
         ts: F64,
