@@ -372,6 +372,30 @@ def test_gate_bank_fast_paths_decide_like_python_per_window(
         assert len(fast[0]) == 8
 
 
+def test_gate_bank_rows_are_reused_and_never_keep_a_stream_alive() -> None:
+    import gc
+
+    batcher = SileroBatcher(manual=True)
+    bank = batcher.gate_bank(8000)
+    a = VadStream(8000, lambda s, t: None, VadParams(), batcher)
+    row = a._row
+    a.close()
+    batcher.pump()
+    b = VadStream(8000, lambda s, t: None, VadParams(), batcher)
+    assert b._row == row  # a closed stream's row serves the next one
+    del a
+    gc.collect()
+    ref = bank.streams[row]
+    assert ref is not None and ref() is b  # collecting the old stream leaves it alone
+    for _ in range(500):  # streams dropped without close() free their rows
+        s = VadStream(8000, lambda s, t: None, VadParams(), batcher)
+        s.feed(bytes(640), 0.0)
+        batcher.pump()
+    del s
+    gc.collect()
+    assert bank._cap <= 128
+
+
 async def test_threaded_batcher_serves_many_calls() -> None:
     """The loop-driven batcher (worker thread) decides exactly like the pumped one."""
     pcm, _ = known_audio(8000, gap_s=0.8, sentences=2)

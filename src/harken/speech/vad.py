@@ -82,6 +82,7 @@ class VadStream:
     """
 
     __slots__ = (
+        "__weakref__",
         "_bank",
         "_blk_s",
         "_c",

@@ -25,6 +25,7 @@ each call's windows are gated in order.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final
 
@@ -93,7 +94,9 @@ class GateBank:
         #: queued windows, appended by the streams: (row, media time, the window's int16 bytes,
         #: and for the stream's Python its input bytes and the window's sample index in them)
         self.queue: list[tuple[int, float, bytes, bytes, int]] = []
-        self.streams: list[VadStream | None] = []
+        #: weak: a stream dropped without ``close()`` does not stay alive here (its row is
+        #: released when it is collected)
+        self.streams: list[weakref.ref[VadStream] | None] = []
         self._free: list[int] = []
         self._released: list[int] = []
         self.hist = 1  # windows of level/time history kept per row (the largest pre-roll)
@@ -156,10 +159,21 @@ class GateBank:
         """A row for ``stream``; its state starts fresh."""
         if preroll > self.hist:
             self._grow_hist(preroll)
+        if self._released and not self.queue:  # no queued window can name them any more
+            self._free.extend(self._released)
+            self._released.clear()
         if not self._free:
             self._alloc(2 * self._cap)
         row = self._free.pop()
-        self.streams[row] = stream
+        streams, released = self.streams, self._released
+
+        def collected(ref: weakref.ref[VadStream], row: int = row) -> None:
+            # dropped without close(); a closed stream's row may already serve another
+            if streams[row] is ref:
+                streams[row] = None
+                released.append(row)
+
+        self.streams[row] = weakref.ref(stream, collected)
         st = self.state[row]
         st[:] = 0.0
         st[_FLOOR] = np.nan
@@ -344,6 +358,7 @@ class GateBank:
             cruised.tolist(),
             strict=True,
         ):
-            stream = streams[r]
+            ref = streams[r]
+            stream = ref() if ref is not None else None
             if stream is not None:
                 stream._step(i, raws[j], pos[j], t, lv, p, ig, ar, f, fh, lh, pl, cn)
