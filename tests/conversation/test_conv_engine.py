@@ -233,12 +233,13 @@ async def test_short_speech_over_the_agent_waits_for_its_words() -> None:
         feed_audio(call, 2.3, 0.4, SILENCE_20MS)  # past the threshold, but quiet: not yet
         assert call.generation == gen
         call.system(UserStoppedSpeakingFrame(timestamp=2.3))
-        assert rec.of(ResumePlaybackFrame)  # most likely a backchannel: the agent goes on
-        assert engine.backchannels == 0  # but its words are on their way
+        assert not rec.of(ResumePlaybackFrame)  # held a moment: a comma pause, or its words
+        assert engine.backchannels == 0
         call.feed(TranscriptFrame(words, final=False, speculative=True))
         assert call.generation == (gen + 1 if interrupts else gen), words
         assert engine.interruptions == int(interrupts)
         assert engine.backchannels == int(not interrupts)
+        assert bool(rec.of(ResumePlaybackFrame)) is not interrupts  # a backchannel: resumed
         call.cancel()
 
     brain = ScriptedBrain()
@@ -249,6 +250,20 @@ async def test_short_speech_over_the_agent_waits_for_its_words() -> None:
     call.system(UserStoppedSpeakingFrame(timestamp=2.3))
     await asyncio.sleep(0.2)  # no transcript comes
     assert engine.backchannels == 1 and rec.of(ResumePlaybackFrame)
+    call.cancel()
+
+    # the words are slow: the audio resumes after barge_resume_s, and they still decide
+    slow = EngineSettings(barge_in=BargeInParams(interrupt_min_s=0.5), barge_words_s=1.0)
+    call, engine, rec = await make(ScriptedBrain(), slow)
+    call.system(AgentStartedSpeakingFrame(utterance_id=1))
+    gen = call.generation
+    call.system(UserStartedSpeakingFrame(timestamp=2.0))
+    feed_audio(call, 2.0, 0.3)
+    call.system(UserStoppedSpeakingFrame(timestamp=2.3))
+    await asyncio.sleep(0.3)
+    assert rec.of(ResumePlaybackFrame) and engine.backchannels == 0
+    call.feed(TranscriptFrame("No.", final=False, speculative=True))
+    assert call.generation == gen + 1 and engine.interruptions == 1
     call.cancel()
 
 

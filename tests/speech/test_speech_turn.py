@@ -78,6 +78,8 @@ def _padded(audio: np.ndarray, rate: int, before: float = 0.5, after: float = 0.
         ("so the thing is...", False),
         ("wait \u2014", False),
         ("I'm calling because", False),
+        ("My name is.", False),  # STT punctuates a pause after "is" too
+        ("The number is", False),
         ("yes", None),
         ("", None),
         ("   ", None),

@@ -46,6 +46,7 @@ from harken.conversation.brain import Brain, Flush, Hangup, Heard, Piece, Say, T
 from harken.conversation.chunker import ClauseChunker
 from harken.conversation.hold import PlaybackHold
 from harken.conversation.policy import BargeIn, BargeInParams
+from harken.conversation.preempt import Preemptive
 from harken.conversation.record import NO_HOOKS, EngineHooks, ReplyRecord
 from harken.conversation.states import State, TurnMachine
 from harken.frames import (
@@ -102,6 +103,8 @@ class EngineSettings:
     #: after a barge-in candidate's speech stops, wait at most this long for its words (the
     #: STT's speculative transcript) before treating it as a backchannel
     barge_words_s: float = 0.4
+    #: ... and resume the held audio this long after its stop (unless the caller goes on)
+    barge_resume_s: float = 0.2
     #: start the brain on the last interim transcript when the caller stops speaking, and again
     #: on the STT's speculative transcript if its words differ (brains with ``prepare``: the LLM
     #: agent); used if the final says the same words, else wasted
@@ -157,11 +160,12 @@ class ConversationEngine(Stage):
             early_s=s.early_hold_s,
         )
         self._interim = ""
-        self._prepared: Any = None
+        self._preempt = Preemptive(brain, s.preemptive)
         #: preemptive generation: started, used (the final matched), wasted (it did not)
-        self.preemptive = {"started": 0, "used": 0, "wasted": 0}
+        self.preemptive = self._preempt.counts
         self._speech_start: float | None = None  # media time, while the caller speaks
         self._barge_timer: asyncio.TimerHandle | None = None  # waiting for a candidate's words
+        self._resume_timer: asyncio.TimerHandle | None = None  # resuming after a candidate
 
     # --- state ----------------------------------------------------------------------------
 
@@ -226,7 +230,8 @@ class ConversationEngine(Stage):
     def _user_started(self, timestamp: float) -> None:
         self._speech_start = timestamp
         self._cancel_timer("_barge_timer")
-        self._drop_prepared()
+        self._cancel_timer("_resume_timer")
+        self._preempt.drop()
         self._cancel_timer("_idle_timer")
         if self.machine.agent_busy and self._reply is not None:
             self._candidate(timestamp)
@@ -272,18 +277,7 @@ class ConversationEngine(Stage):
             self._awaiting_final = False
             self._cancel_timer("_final_timer")
             self.idle_count = 0
-            prepared, self._prepared = self._prepared, None
-            if prepared is not None:
-                from harken.conversation.llm_brain import same_words
-
-                if same_words(prepared.text, text):
-                    self.preemptive["used"] += 1
-                    reply = self.brain.reply(text, prepared=prepared)  # type: ignore[call-arg]
-                    self._begin("turn", reply, text)
-                    return
-                prepared.cancel()
-                self.preemptive["wasted"] += 1
-            self._begin("turn", self.brain.reply(text), text)
+            self._begin("turn", self._preempt.reply(text), text)
             return
         if self.machine.agent_busy and self._reply is not None:
             # a caller turn that ended while the agent went on speaking (it did not barge in)
@@ -302,16 +296,24 @@ class ConversationEngine(Stage):
 
     def _await_barge_words(self) -> None:
         """A candidate's speech stopped short of the thresholds: most likely a backchannel, so
-        the agent goes on at once (a held gap is audible); its words, when the STT has them,
-        can still make it an interruption."""
-        self.holds.release()
+        the agent goes on after ``barge_resume_s`` (a held gap is audible; the grace covers the
+        comma pause of "Sorry, | where are you?") or as soon as its words say backchannel; its
+        words, when the STT has them, can still make it an interruption."""
         self._cancel_timer("_barge_timer")
         loop = asyncio.get_running_loop()
         self._barge_timer = loop.call_later(self.settings.barge_words_s, self._backchannel)
+        self._cancel_timer("_resume_timer")
+        self._resume_timer = loop.call_later(self.settings.barge_resume_s, self._resume)
+
+    def _resume(self) -> None:
+        self._resume_timer = None
+        if not self.barge.active:  # the caller has not started again
+            self.holds.release()
 
     def _backchannel(self) -> None:
         """The candidate was a backchannel (or its words never came): the agent goes on."""
         self._barge_timer = None
+        self._cancel_timer("_resume_timer")
         self.backchannels += 1
         self.hooks.event("backchannel", {"held": self.holds.enabled})
         self.holds.release()
@@ -325,33 +327,13 @@ class ConversationEngine(Stage):
 
     def _prepare(self) -> None:
         """Preemptive generation on the caller's stop (see ``EngineSettings.preemptive``)."""
-        prepare = getattr(self.brain, "prepare", None)
-        text = self._interim.strip()
-        if (
-            not self.settings.preemptive
-            or prepare is None
-            or not text
-            or self.machine.state is not State.USER_SPEAKING
-        ):
-            return
-        if self._prepared is not None:
-            from harken.conversation.llm_brain import same_words
-
-            if same_words(self._prepared.text, text):
-                return  # already under way with these words
-        self._drop_prepared()
-        self._prepared = prepare(text)
-        self.preemptive["started"] += 1
-
-    def _drop_prepared(self) -> None:
-        prepared, self._prepared = self._prepared, None
-        if prepared is not None:
-            prepared.cancel()
-            self.preemptive["wasted"] += 1
+        if self.machine.state is State.USER_SPEAKING:
+            self._preempt.prepare(self._interim)
 
     def _barge_in(self) -> None:
         self.barge.reset()
         self._cancel_timer("_barge_timer")
+        self._cancel_timer("_resume_timer")
         if self._reply is None or self._ending:
             return
         record = self._reply
@@ -590,11 +572,10 @@ class ConversationEngine(Stage):
                 self._report(record)
             self.hooks.call_ended(self._close_reason or "end")
         self.machine.fire("end")
-        self._drop_prepared()
-        timers = ("_final_timer", "_idle_timer", "_limit_timer", "_dtmf_timer", "_barge_timer")
+        self._preempt.drop()
         self.holds.cancel_early()
-        for name in timers:
-            self._cancel_timer(name)
+        for name in ("_final", "_idle", "_limit", "_dtmf", "_barge", "_resume"):
+            self._cancel_timer(f"{name}_timer")
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()

@@ -57,6 +57,7 @@ class ServerConfig:
     workers: int = 1
     max_calls: int = 500
     drain_timeout_s: float = 300.0
+    loop: Literal["auto", "uvloop", "asyncio"] = "auto"  # auto: uvloop when installed
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,7 +142,7 @@ class TurnConfig:
     unsure_ms: int = 1000  # the words read complete, the model is unsure
     opener_ms: int = 600  # the turn is only "Okay." / "Sorry," / "No, wait": wait at least this
     fallback_ms: int = 700  # no model verdict in time (load): a plain silence timer
-    wait_text_ms: int = 400  # wait this long after a stop for the transcript up to it
+    wait_text_ms: int = 1000  # wait up to this long after a stop for the transcript up to it
     max_cpu: float = 0.5  # the turn model's share of one core per process, at most
 
 
@@ -323,6 +324,8 @@ def validate(config: Config) -> Config:
         raise _Invalid(("server", "media_port"), "server.port and server.media_port must differ")
     if s.workers < 1 or s.max_calls < 1:
         raise _Invalid(("server",), "server.workers and server.max_calls must be at least 1")
+    if s.loop not in ("auto", "uvloop", "asyncio"):
+        raise _Invalid(("server", "loop"), "choose auto, uvloop or asyncio")
     a = config.agent
     if a.kind not in AGENT_KINDS:
         raise _Invalid(("agent", "kind"), f"{a.kind!r} unknown; choose from {AGENT_KINDS}")

@@ -45,6 +45,7 @@ um umm uh uhh er erm hmm
 the a an my your our their every each
 to of for with at from into onto towards toward via per between during against
 i'm i'd i'll i've we're you're they're
+is are was were am it's that's there's
 """
 #: words after which an English sentence is not over (when the transcript does not end in "?")
 INCOMPLETE_WORDS: Final = frozenset(_INCOMPLETE.split())

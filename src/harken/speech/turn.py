@@ -105,7 +105,8 @@ class TurnParams:
     #: no model verdict (it failed, or was skipped under load): a plain silence timer
     fallback_s: float = 0.7
     #: with an STT stage before this one: after a stop, wait up to this long (media time) for
-    #: the transcript of the speech up to the stop before deciding (0: decide without it)
+    #: the transcript of the speech up to the stop before deciding (0: decide without it). The
+    #: reply needs that transcript anyway, so waiting for it costs no latency when it comes.
     wait_text_s: float = 0.0
     #: audio kept before the turn's first speech start (what the model was trained with)
     pre_speech_s: float = 0.5

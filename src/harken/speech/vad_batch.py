@@ -129,7 +129,10 @@ class SileroBatcher:
     ms gives ~50, for decisions up to 16 ms later. A run is ``max_steps`` model calls (default one):
     a call with several windows waiting (its gate just opened) sends the first ``max_steps``
     now and the rest in the next runs, so every run is one full batch rather than a full one
-    followed by small ones. ``session`` defaults to the process-wide Silero
+    followed by small ones. With at most ``few`` streams open (a handful of calls: batching
+    saves nothing) there is no wait at all: a window runs as soon as it is ready, so a
+    conversation's VAD decisions are not delayed by the tick. ``session`` defaults to the
+    process-wide Silero
     session; ``executor`` to the process-wide VAD thread. A ``manual`` batcher never schedules
     itself: whoever owns it calls :meth:`pump` (benchmarks replaying calls faster than real time).
     """
@@ -139,6 +142,7 @@ class SileroBatcher:
         session: OrtSession | None = None,
         *,
         tick_s: float = 0.032,
+        few: int = 8,
         max_batch: int = 512,
         max_steps: int = 1,
         max_backlog: int = 24,
@@ -150,6 +154,8 @@ class SileroBatcher:
             raise ConfigError("max_batch, max_backlog and max_steps must be >= 1, tick_s >= 0")
         self._session = session
         self.tick_s = tick_s
+        self.few = few
+        self.open_streams = 0
         self.max_batch = max_batch
         self.max_steps = max_steps
         self.max_backlog = max_backlog
@@ -199,10 +205,13 @@ class SileroBatcher:
         """A slot for one call's stream at ``rate`` (8000 or 16000)."""
         if rate not in WINDOW:
             raise ConfigError(f"Silero VAD runs at 8000 or 16000 Hz, not {rate}")
+        self.open_streams += 1
         return VadSlot(rate, deliver)
 
     def close(self, slot: VadSlot) -> None:
         """The call is over: forget its waiting windows, discard results still in flight."""
+        if not slot.closed:
+            self.open_streams -= 1
         slot.closed = True
         slot.waiting.clear()
         slot.backlog = 0
@@ -255,7 +264,8 @@ class SileroBatcher:
         except RuntimeError:
             return  # pumped synchronously (bench, tests)
         self._loop = loop
-        self._timer = loop.call_later(self.tick_s, self._start)
+        tick = self.tick_s if self.open_streams > self.few else 0.0
+        self._timer = loop.call_later(tick, self._start)
 
     def _collect(self) -> list[_Job]:
         """Take the waiting windows (on the loop): at most ``max_steps`` per slot and
