@@ -341,3 +341,17 @@ def test_choice_by_keypad_and_optional_text_skipped() -> None:
 def test_a_loop_that_never_waits_is_rejected() -> None:
     text = "name: x\nnodes:\n  a: {say: hi, next: b}\n  b: {say: ho, next: a}\n"
     assert compile_error(text).endswith("a loop that never waits: a -> b -> a")
+
+
+def test_fixed_lines_and_their_clauses_for_the_tts_cache() -> None:
+    from harken.agent.conversation import fixed_clauses
+    from harken.agent.flow import FlowAgent
+
+    agent = FlowAgent.builtin()
+    lines = agent.fixed_lines()
+    assert "Hi, thanks for calling Luigi's." in lines
+    assert "What day would you like to come in?" in lines  # a slot's prompt
+    assert not any("{" in line for line in lines)  # lines with placeholders are left out
+    clauses = fixed_clauses(lines, 64)
+    assert "We're at 12 Harbour Street," in clauses  # the first clause the engine sends to TTS
+    assert all(len(c) <= 64 for c in clauses) and len(set(clauses)) == len(clauses)

@@ -305,3 +305,15 @@ def test_without_piper_the_default_is_espeak_with_an_install_hint(
     assert isinstance(create_engine(), EspeakEngine)
     with pytest.raises(ConfigError, match=r"harken\[piper\]"):
         PiperEngine()
+
+
+async def test_engines_of_one_voice_share_the_process_cache() -> None:
+    first = create_engine("espeak", cache=True)
+    second = create_engine("espeak", cache=True)
+    assert isinstance(first, CachedEngine) and isinstance(second, CachedEngine)
+    await collect(first, "Shared phrase.")
+    hits = second.hits
+    await collect(second, "Shared phrase.")
+    assert second.hits == hits + 1  # rendered once, by the first
+    other = create_engine("espeak", cache=True, voice="en-gb")
+    assert isinstance(other, CachedEngine) and "Shared phrase." not in other._entries

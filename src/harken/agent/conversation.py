@@ -104,6 +104,13 @@ class ConversationAgent:
         self.wav_dir = ""
         self.stt: SttEngine | StreamingSttEngine = _stt_engine(config)
         self.tts: TtsEngine = _tts_engine(config)
+        from harken.speech.tts.cache import CachedEngine
+
+        if isinstance(self.tts, CachedEngine) and self.llm is None:
+            # the flow's fixed lines are known: render their clauses before the first call (a
+            # first clause runs to 6 words: "There's free parking behind the restaurant")
+            self.tts.max_chars = max(self.tts.max_chars, 64)
+            self.tts.phrases += fixed_clauses(self.flow.fixed_lines(), self.tts.max_chars)
         self.settings = EngineSettings(
             greeting=config.greeting,
             barge_in=BargeInParams(
@@ -256,3 +263,15 @@ def _tts_engine(config: AgentConfig) -> TtsEngine:
         if c.voice:
             options["voice"] = c.voice
     return create_engine(c.engine, cache=True, **options)
+
+
+def fixed_clauses(lines: list[str], max_chars: int, first_words: int = 6) -> tuple[str, ...]:
+    """The clauses the engine's chunker cuts ``lines`` into (each line as a reply of its own:
+    every reply starts with one of them), those short enough for the TTS phrase cache."""
+    from harken.conversation.chunker import ClauseChunker
+
+    out: list[str] = []
+    for line in lines:
+        chunker = ClauseChunker(first_max_words=first_words)
+        out += [c for c in (*chunker.push(line), *chunker.flush()) if len(c) <= max_chars]
+    return tuple(dict.fromkeys(out))

@@ -11,6 +11,7 @@ from pathlib import Path
 from harken.agent.flow.compiled import Flow
 from harken.agent.flow.model import compile_flow
 from harken.agent.flow.session import FlowSession
+from harken.agent.flow.templates import Template
 from harken.errors import ConfigError
 from harken.yamlconf import load_yaml
 
@@ -71,3 +72,18 @@ class FlowAgent:
     def session(self, *, now: datetime | None = None) -> FlowSession:
         """A fresh conversation; ``now`` anchors relative dates ("tomorrow"); default: the clock."""
         return FlowSession(self.flow, now if now is not None else datetime.now())
+
+    def fixed_lines(self) -> list[str]:
+        """Every line the flow can say that has no placeholder (greeting, prompts, answers,
+        fallbacks, endings), in flow order, once each: what a TTS cache can render ahead."""
+        f = self.flow
+        groups: list[tuple[Template, ...]] = [
+            f.greeting, f.goodbye, f.help, f.pending, f.fallback_prompts,
+            f.fallback_end.say, f.idle_end.say,
+        ]  # fmt: skip
+        groups += [g.say for g in f.globals]
+        for node in f.nodes.values():
+            groups += [node.say, node.reprompt, node.help, node.confirm or (), node.confirm_no]
+            groups += [t for slot in node.slots for t in (slot.prompt, slot.reprompt)]
+        lines = [t.source for group in groups for t in group if not t.fields]
+        return list(dict.fromkeys(line for line in lines if line.strip()))

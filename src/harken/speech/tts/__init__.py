@@ -81,7 +81,8 @@ def create_engine(name: str = "auto", *, cache: bool = False, **options: Any) ->
 
     ``auto`` is Piper when the ``piper`` extra is installed, else espeak-ng (the default install
     still speaks, offline). ``cache=True`` wraps it in a :class:`CachedEngine` (common openers
-    synthesised at warm-up). ``options`` go to the engine's constructor.
+    synthesised at warm-up; one cache per voice per process, shared by every engine made
+    here). ``options`` go to the engine's constructor.
     """
     if name == "auto":
         if piper_available():
@@ -96,4 +97,4 @@ def create_engine(name: str = "auto", *, cache: bool = False, **options: Any) ->
         engine = cls(**options)
     except TypeError as exc:
         raise ConfigError(f"bad options for TTS engine {name!r}: {exc}") from exc
-    return CachedEngine(engine) if cache else engine
+    return CachedEngine(engine, shared=True) if cache else engine

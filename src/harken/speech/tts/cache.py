@@ -25,6 +25,18 @@ from harken.speech.tts.base import TtsEngine, TtsStream, WordTiming
 
 __all__ = ["COMMON_OPENERS", "CachedEngine"]
 
+_Entry = tuple[tuple[bytes, ...], tuple[WordTiming, ...]]
+_SHARED: dict[tuple[object, ...], OrderedDict[str, _Entry]] = {}
+
+
+def _voice_key(engine: TtsEngine) -> tuple[object, ...]:
+    """What makes two engines sound the same: class, name, rate and voice settings."""
+    settings = tuple(
+        str(getattr(engine, a, "")) for a in ("model", "voice", "rate", "pitch", "base_url")
+    )
+    return (type(engine).__qualname__, engine.name, engine.sample_rate, *settings)
+
+
 COMMON_OPENERS: Final = (
     "Sure.",
     "Sure,",
@@ -57,6 +69,7 @@ class CachedEngine(TtsEngine):
         max_chars: int = 32,
         size: int = 256,
         phrases: Iterable[str] = COMMON_OPENERS,
+        shared: bool = False,
     ) -> None:
         self.engine = engine
         self.name = engine.name
@@ -65,8 +78,10 @@ class CachedEngine(TtsEngine):
         self.max_chars = max_chars
         self.size = size
         self.phrases = tuple(phrases)
-        self._entries: OrderedDict[str, tuple[tuple[bytes, ...], tuple[WordTiming, ...]]] = (
-            OrderedDict()
+        # ``shared``: one cache for every CachedEngine of the same voice in this process (one
+        # per agent, and tests build many agents): a phrase is rendered once per process
+        self._entries: OrderedDict[str, _Entry] = (
+            _SHARED.setdefault(_voice_key(engine), OrderedDict()) if shared else OrderedDict()
         )
         self.hits = 0
         self.misses = 0
@@ -85,6 +100,8 @@ class CachedEngine(TtsEngine):
     async def warm_up(self) -> None:
         await self.engine.warm_up()
         for phrase in self.phrases:
+            if phrase in self._entries:
+                continue  # rendered already (by another agent of this process)
             stream = self.stream(phrase)
             async with contextlib.aclosing(stream):
                 async for _ in stream:
