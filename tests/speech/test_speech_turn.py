@@ -80,6 +80,7 @@ def _padded(audio: np.ndarray, rate: int, before: float = 0.5, after: float = 0.
         ("I'm calling because", False),
         ("My name is.", False),  # STT punctuates a pause after "is" too
         ("The number is", False),
+        ("Yes, it is.", True),
         ("yes", None),
         ("", None),
         ("   ", None),

@@ -44,11 +44,15 @@ and but or nor because cause cuz although though unless whereas whether if than
 um umm uh uhh er erm hmm
 the a an my your our their every each
 to of for with at from into onto towards toward via per between during against
-i'm i'd i'll i've we're you're they're
-is are was were am it's that's there's
+i'm i'd i'll i've we're you're they're it's that's there's
 """
 #: words after which an English sentence is not over (when the transcript does not end in "?")
 INCOMPLETE_WORDS: Final = frozenset(_INCOMPLETE.split())
+#: "<thing> is" at the end: a value is coming ("My name is." is a pause, "Yes, it is." is not)
+_COPULAS: Final = frozenset(("is", "are", "was", "will", "would"))
+_VALUE_NOUNS: Final = frozenset(
+    "name names number phone email address date day time party size booking reservation".split()
+)
 
 _OPENERS = """
 okay ok yes yeah yep yup no nope sure sorry oh ah hi hello hey actually well so wait
@@ -71,6 +75,8 @@ def text_complete(text: str) -> bool | None:
         return True
     words = _WORD.findall(t.lower())
     if words and words[-1] in INCOMPLETE_WORDS:
+        return False
+    if len(words) >= 2 and words[-1] in _COPULAS and words[-2] in _VALUE_NOUNS:
         return False
     if t.endswith((".", "!")):
         return True
