@@ -118,7 +118,8 @@ def test_decide() -> None:
         (0.9, "So, um,", Plan(2.0, "silence", 0.9)),
         (0.3, "What are your hours?", Plan(0.0, "text", 0.3)),  # vote: the words lower the bar
         (0.1, "What are your hours?", Plan(1.0, "text", 0.1)),  # words complete, model unsure
-        (0.1, "Sunday", Plan(2.0, "silence", 0.1)),  # nothing says complete
+        (0.1, "Sunday", Plan(1.0, "text", 0.1)),  # unpunctuated words: the model unsure
+        (0.1, None, Plan(2.0, "silence", 0.1)),  # nothing says complete
         (None, "Sunday.", Plan(0.0, "text", None)),  # no verdict in time: the words decide
         (None, None, Plan(0.7, "timer", None)),  # ... or a plain silence timer
         (None, "Yes.", Plan(0.6, "text", None)),
@@ -377,6 +378,43 @@ async def test_an_opener_waits_for_more_speech_then_ends() -> None:
     assert _ends(recorder) == []
     _audio(call, 1.18, 1.22)
     assert _ends(recorder) == [("model", 0.6, 0.95)]
+    call.cancel()
+
+
+def _loud(call: Call, start: float, end: float, rate: int = 8000) -> None:
+    """20 ms frames of a loud tone (the caller talking again) over media time [start, end)."""
+    t = start
+    tone = (np.sin(2 * np.pi * 300 * np.arange(rate // 50) / rate) * 6000).astype(np.int16)
+    while t < end - 1e-9:
+        call.feed(AudioFrame(tone.tobytes(), rate, timestamp=t))
+        t = round(t + 0.02, 6)
+
+
+async def test_no_end_while_the_caller_is_audible_again() -> None:
+    """The plan says "end now", but the caller is talking again and the VAD has not confirmed
+    it yet: the turn waits, frame by frame, until the VAD's start (or quiet, or the cap)."""
+    call, _stage, recorder, pool = await _turn_call(TurnParams(resume_wait_s=0.3))
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.0)
+    call.system(UserStoppedSpeakingFrame(timestamp=0.8))
+    _loud(call, 1.0, 1.06)  # the caller goes on
+    pool.answer(0.9)  # complete, says the model
+    _loud(call, 1.06, 1.2)
+    assert _ends(recorder) == []  # audible: not now
+    call.system(UserStartedSpeakingFrame(timestamp=1.0))  # the VAD confirms: the turn goes on
+    _audio(call, 1.2, 3.5)
+    assert _ends(recorder) == []
+    call.cancel()
+    # a noise that never becomes speech delays the end by resume_wait_s at most
+    call, _stage, recorder, pool = await _turn_call(TurnParams(resume_wait_s=0.1))
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.0)
+    call.system(UserStoppedSpeakingFrame(timestamp=0.8))
+    _loud(call, 1.0, 1.04)
+    pool.answer(0.9)
+    _loud(call, 1.04, 1.5)
+    assert _ends(recorder) == [("model", 0.8, 0.9)]
+    assert 1.1 <= _stage.ends[0][3] <= 1.2  # decided 0.1 s late
     call.cancel()
 
 

@@ -183,6 +183,7 @@ class ConversationAgent:
                 opener_s=c.turn.opener_ms / 1000,
                 fallback_s=c.turn.fallback_ms / 1000,
                 wait_text_s=c.turn.wait_text_ms / 1000,
+                min_dbfs=c.vad.min_volume_dbfs,
             )
         )
         tts = TtsService(self.tts, sample_rate=rate_out)

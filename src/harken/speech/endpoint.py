@@ -16,7 +16,7 @@ under load)                                        the text reads complete     `
 ``p >= threshold``                                 0, or ``opener_s`` (below)  ``model``
 text complete and ``p >= text_threshold``          0, or ``opener_s``          ``text``
 (``text="vote"``)
-text complete, the model unsure                    ``unsure_s``                ``text``
+words that do not trail off, the model unsure     ``unsure_s``                ``text``
 nothing says complete                              ``silence_s``               ``silence``
 =================================================  ==========================  ===========
 
@@ -51,7 +51,21 @@ INCOMPLETE_WORDS: Final = frozenset(_INCOMPLETE.split())
 #: "<thing> is" at the end: a value is coming ("My name is." is a pause, "Yes, it is." is not)
 _COPULAS: Final = frozenset(("is", "are", "was", "will", "would"))
 _VALUE_NOUNS: Final = frozenset(
-    "name names number phone email address date day time party size booking reservation".split()
+    [
+        "name",
+        "names",
+        "number",
+        "phone",
+        "email",
+        "address",
+        "date",
+        "day",
+        "time",
+        "party",
+        "size",
+        "booking",
+        "reservation",
+    ]
 )
 
 _OPENERS = """
@@ -149,6 +163,7 @@ def _plan(prob: float | None, text: str | None, params: TurnParams) -> Plan:
     done, reason, conf = decide(prob, verdict, params)
     if done:
         return Plan(guard, reason, conf)
-    if verdict is True:
+    if text is not None and text.strip():
+        # the words read complete, or unpunctuated ("It's 555-867-5309"): the model is unsure
         return Plan(max(guard, params.unsure_s), "text", prob)
     return Plan(params.silence_s, "silence", prob)

@@ -40,18 +40,13 @@ import asyncio
 import contextlib
 import logging
 import math
-import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from harken.audio import resample
 from harken.errors import ConfigError
 from harken.frames import (
     AudioFrame,
@@ -65,7 +60,8 @@ from harken.frames import (
 )
 from harken.pipeline import Stage
 from harken.speech.endpoint import Plan, decide, plan, text_complete
-from harken.speech.smart_turn import SAMPLE_RATE, SmartTurn, default_smart_turn
+from harken.speech.smart_turn import SAMPLE_RATE
+from harken.speech.turn_pool import TurnPool, default_turn_pool
 
 __all__ = [
     "Plan",
@@ -108,6 +104,11 @@ class TurnParams:
     #: the transcript of the speech up to the stop before deciding (0: decide without it). The
     #: reply needs that transcript anyway, so waiting for it costs no latency when it comes.
     wait_text_s: float = 0.0
+    #: the caller is audible again (a 20 ms frame above ``min_dbfs``) when the turn would end:
+    #: speech may be resuming before the VAD's start (160 ms of speech) says so. Wait, frame by
+    #: frame, up to ``resume_wait_s`` (the backstop ignores it)
+    min_dbfs: float = -45.0
+    resume_wait_s: float = 0.3
     #: audio kept before the turn's first speech start (what the model was trained with)
     pre_speech_s: float = 0.5
     #: silence after the speech the model hears (pipecat runs it after a 0.2 s VAD stop)
@@ -130,164 +131,12 @@ class TurnParams:
             raise ConfigError("TurnParams.max_audio_s must be in (0, 8]")
 
 
-Done = Callable[[float | None], None]
-
-
-class TurnPool:
-    """Smart Turn for a whole process: one worker thread, batching the requests waiting.
-
-    ``submit`` is called on an event loop and never blocks; ``done(probability)`` is called back
-    on that loop (``None`` when the model failed, or the request was skipped: the queue was over
-    ``max_waiting``, its ``deadline`` passed before its turn came, or the model had used more
-    than ``max_busy`` of a core over the last ``window_s`` - the turn then falls back to its
-    silence timer). The budget keeps a burst of turn ends from starving the event loop of the
-    core it shares: on one core, every millisecond of inference is a millisecond the calls'
-    audio waits. Counters: ``runs``, ``predictions``, ``skipped``, ``expired``, ``over_budget``,
-    ``failed``, ``busy_s``.
-    """
-
-    def __init__(
-        self,
-        model: SmartTurn | None = None,
-        *,
-        max_batch: int = 4,
-        max_waiting: int = 64,
-        max_busy: float = 0.5,
-        window_s: float = 2.0,
-    ) -> None:
-        if not 0.0 < max_busy <= 1.0 or window_s <= 0:
-            raise ConfigError("TurnPool: max_busy must be in (0, 1] and window_s > 0")
-        self._model = model
-        self.max_batch = max_batch
-        self.max_waiting = max_waiting
-        self.max_busy = max_busy
-        self.window_s = window_s
-        self._queue: deque[_Request] = deque()
-        self._lock = threading.Lock()
-        self._running = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harken-turn")
-        self._recent: deque[tuple[float, float]] = deque()  # (end, seconds busy) of each run
-        self._recent_busy = 0.0
-        self.runs = self.predictions = self.skipped = self.failed = 0
-        self.expired = self.over_budget = 0
-        self.busy_s = 0.0
-
-    @property
-    def model(self) -> SmartTurn:
-        if self._model is None:
-            self._model = default_smart_turn()
-        return self._model
-
-    def submit(
-        self,
-        pcm: npt.NDArray[np.int16],
-        rate: int,
-        done: Done,
-        *,
-        deadline: float | None = None,
-    ) -> None:
-        """Queue one clip (int16 at ``rate``; the worker resamples to 16 kHz). ``deadline``
-        (``time.monotonic()``): skip the clip if its turn comes later than this."""
-        loop = asyncio.get_running_loop()
-        with self._lock:
-            if len(self._queue) >= self.max_waiting:
-                self.skipped += 1
-                loop.call_soon(done, None)
-                return
-            self._queue.append((pcm, rate, done, loop, math.inf if deadline is None else deadline))
-            if self._running:
-                return
-            self._running = True
-        self._executor.submit(self._drain)
-
-    def _take(self) -> tuple[list[_Request], list[_Request]]:
-        """Under the lock: (the next batch to run, the requests to answer None)."""
-        now = time.monotonic()
-        while self._recent and self._recent[0][0] < now - self.window_s:
-            self._recent_busy -= self._recent.popleft()[1]
-        drop: list[_Request] = []
-        batch: list[_Request] = []
-        over = self._recent_busy >= self.max_busy * self.window_s
-        while self._queue and len(batch) < self.max_batch:
-            req = self._queue.popleft()
-            if req[4] < now:
-                self.expired += 1
-                drop.append(req)
-            elif over:
-                self.over_budget += 1
-                drop.append(req)
-            else:
-                batch.append(req)
-        return batch, drop
-
-    def _drain(self) -> None:
-        while True:
-            with self._lock:
-                if not self._queue:
-                    self._running = False
-                    return
-                batch, drop = self._take()
-            _answer(drop, [None] * len(drop))
-            if not batch:
-                continue
-            t0 = time.perf_counter()
-            probs: list[float | None]
-            try:
-                clips = [_to_model_input(pcm, rate) for pcm, rate, _, _, _ in batch]
-                probs = list(self.model.predict_many(clips))
-                self.predictions += len(batch)
-            except Exception:
-                log.exception("Smart Turn inference failed")
-                self.failed += len(batch)
-                probs = [None] * len(batch)
-            busy = time.perf_counter() - t0
-            self.busy_s += busy
-            self.runs += 1
-            with self._lock:
-                self._recent.append((time.monotonic(), busy))
-                self._recent_busy += busy
-            _answer(batch, probs)
-
-    async def predict(self, pcm: npt.NDArray[np.int16], rate: int) -> float | None:
-        """Await one verdict (a convenience for tools and tests)."""
-        fut: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
-
-        def done(p: float | None) -> None:
-            if not fut.done():
-                fut.set_result(p)
-
-        self.submit(pcm, rate, done)
-        return await fut
-
-
-_Request = tuple[npt.NDArray[np.int16], int, Done, asyncio.AbstractEventLoop, float]
-
-
-def _answer(requests: list[_Request], probs: list[float | None]) -> None:
-    for (_, _, done, loop, _), p in zip(requests, probs, strict=True):
-        with contextlib.suppress(RuntimeError):  # that loop has closed
-            loop.call_soon_threadsafe(done, p)
-
-
-def _to_model_input(pcm: npt.NDArray[np.int16], rate: int) -> npt.NDArray[np.float32]:
-    if rate != SAMPLE_RATE:
-        pcm = np.frombuffer(resample(pcm.tobytes(), rate, SAMPLE_RATE), np.int16)
-    out: npt.NDArray[np.float32] = pcm.astype(np.float32) * np.float32(1.0 / 32768.0)
-    return out
-
-
-_POOL: TurnPool | None = None
-_POOL_LOCK = threading.Lock()
-
-
-def default_turn_pool() -> TurnPool:
-    """The process-wide :class:`TurnPool`."""
-    global _POOL
-    if _POOL is None:
-        with _POOL_LOCK:
-            if _POOL is None:
-                _POOL = TurnPool()
-    return _POOL
+def _level_dbfs(x: npt.NDArray[np.int16]) -> float:
+    """RMS level of int16 samples in dBFS (-120 for digital silence)."""
+    if x.size == 0:
+        return -120.0
+    power = float(np.dot(x, x.astype(np.float64))) / x.size
+    return 10.0 * math.log10(power / (32768.0 * 32768.0)) if power > 0 else -120.0
 
 
 _IDLE, _SPEAKING, _PAUSED = 0, 1, 2
@@ -303,6 +152,8 @@ class TurnStage(Stage):
         "_fill",
         "_gen",
         "_heard_ts",
+        "_held_s",
+        "_loud",
         "_plan",
         "_pool",
         "_prob",
@@ -350,6 +201,8 @@ class TurnStage(Stage):
         self._check_ts = math.inf  # media time of the next decision (a wait or the backstop)
         self._plan: Plan | None = None
         self._wall_ts = 0.0  # media time the wall clock vouches for while the audio is stalled
+        self._loud = False  # the latest frame, while paused, is above ``min_dbfs``
+        self._held_s = 0.0  # how long an end was put off because the caller was audible
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
         #: (reason, speech_end, confidence, media time of the decision) of every turn end
@@ -407,8 +260,10 @@ class TurnStage(Stage):
         buf[self._fill : self._fill + n] = x
         self._fill += n
         self._end_ts = frame.timestamp + n / rate
-        if self._state == _PAUSED and self._end_ts >= self._check_ts:
-            self._check()
+        if self._state == _PAUSED:
+            self._loud = _level_dbfs(x) > self.params.min_dbfs
+            if self._end_ts >= self._check_ts:
+                self._check()
 
     def _clip(self) -> npt.NDArray[np.int16]:
         """The turn's audio: from ``pre_speech_s`` before its start to ``trail_s`` after the
@@ -449,6 +304,8 @@ class TurnStage(Stage):
         self._stop_ts = ts
         self._heard_ts = self._end_ts
         self._wall_ts = 0.0
+        self._loud = False
+        self._held_s = 0.0
         self._spec = False
         self.stops.append((ts, self._end_ts))
         self._prob = None
@@ -519,9 +376,18 @@ class TurnStage(Stage):
         chosen = self._plan = plan(prob, self._text(), p)
         end = self._stop_ts + chosen.wait_s
         if now >= end:
-            self._end_turn(chosen.reason, chosen.confidence)
+            self._end_or_hold(chosen)
         else:
             self._arm(end)
+
+    def _end_or_hold(self, chosen: Plan) -> None:
+        """End the turn as planned, unless the caller is audible again (speech resuming that
+        the VAD has not confirmed yet): then look again at the next frame."""
+        if self._loud and self._held_s < self.params.resume_wait_s:
+            self._held_s += 0.02
+            self._arm(self._end_ts + 0.001)  # the next frame
+            return
+        self._end_turn(chosen.reason, chosen.confidence)
 
     def _check(self) -> None:
         """The clock reached ``_check_ts``: end the turn, or decide again."""
@@ -530,7 +396,7 @@ class TurnStage(Stage):
         now = self._now()
         p = self.params
         if chosen is not None and now >= self._stop_ts + chosen.wait_s:
-            self._end_turn(chosen.reason, chosen.confidence)
+            self._end_or_hold(chosen)
             return
         if now >= self._stop_ts + p.silence_s:
             self._end_turn("silence", self._prob)
