@@ -84,6 +84,12 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--max-calls", type=int, default=None, help="calls per worker before refusing (500)"
     )
     serve.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default=None,
+        help="event loop (default auto: uvloop when installed)",
+    )
+    serve.add_argument(
         "--agent",
         choices=("conversation", "echo", "bench_vad"),
         default=None,

@@ -147,6 +147,9 @@ def start_harken(
         "--max-calls",
         str(max_calls),
     ]
+    loop = os.environ.get("HARKEN_BENCH_LOOP")  # compare event loops: auto|uvloop|asyncio
+    if loop:
+        cmd += ["--loop", loop]
     if scenario == "echo":
         cmd += ["--agent", "echo"]
     if scenario == "vad":

@@ -24,7 +24,7 @@ from harken.server.config import Config
 
 def _overrides(args: argparse.Namespace) -> dict[str, dict[str, object]]:
     server: dict[str, object] = {}
-    for key in ("host", "port", "workers"):
+    for key in ("host", "port", "workers", "loop"):
         value = getattr(args, key, None)
         if value is not None:
             server[key] = value
