@@ -393,7 +393,7 @@ def _loud(call: Call, start: float, end: float, rate: int = 8000) -> None:
 async def test_no_end_while_the_caller_is_audible_again() -> None:
     """The plan says "end now", but the caller is talking again and the VAD has not confirmed
     it yet: the turn waits, frame by frame, until the VAD's start (or quiet, or the cap)."""
-    call, _stage, recorder, pool = await _turn_call(TurnParams(resume_wait_s=0.3))
+    call, _stage, recorder, pool = await _turn_call(TurnParams(resume_wait_s=0.5))
     call.system(UserStartedSpeakingFrame(timestamp=0.2))
     _audio(call, 0.0, 1.0)
     call.system(UserStoppedSpeakingFrame(timestamp=0.8))

@@ -104,11 +104,12 @@ class TurnParams:
     #: the transcript of the speech up to the stop before deciding (0: decide without it). The
     #: reply needs that transcript anyway, so waiting for it costs no latency when it comes.
     wait_text_s: float = 0.0
-    #: the caller is audible again (a 20 ms frame above ``min_dbfs``) when the turn would end:
-    #: speech may be resuming before the VAD's start (160 ms of speech) says so. Wait, frame by
-    #: frame, up to ``resume_wait_s`` (the backstop ignores it)
+    #: the caller is audible again (a 20 ms frame above ``min_dbfs`` in the last 100 ms) when
+    #: the turn would end: speech may be resuming before the VAD's start says so (it needs 160
+    #: ms of speech, and comes ~0.35 s after the onset). Wait, frame by frame, up to
+    #: ``resume_wait_s`` (the backstop ignores it)
     min_dbfs: float = -45.0
-    resume_wait_s: float = 0.3
+    resume_wait_s: float = 0.5
     #: audio kept before the turn's first speech start (what the model was trained with)
     pre_speech_s: float = 0.5
     #: silence after the speech the model hears (pipecat runs it after a 0.2 s VAD stop)
@@ -153,7 +154,7 @@ class TurnStage(Stage):
         "_gen",
         "_heard_ts",
         "_held_s",
-        "_loud",
+        "_loud_until",
         "_plan",
         "_pool",
         "_prob",
@@ -201,7 +202,7 @@ class TurnStage(Stage):
         self._check_ts = math.inf  # media time of the next decision (a wait or the backstop)
         self._plan: Plan | None = None
         self._wall_ts = 0.0  # media time the wall clock vouches for while the audio is stalled
-        self._loud = False  # the latest frame, while paused, is above ``min_dbfs``
+        self._loud_until = 0.0  # media time until which the caller counts as audible
         self._held_s = 0.0  # how long an end was put off because the caller was audible
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
@@ -261,7 +262,8 @@ class TurnStage(Stage):
         self._fill += n
         self._end_ts = frame.timestamp + n / rate
         if self._state == _PAUSED:
-            self._loud = _level_dbfs(x) > self.params.min_dbfs
+            if _level_dbfs(x) > self.params.min_dbfs:
+                self._loud_until = self._end_ts + 0.1  # a soft consonant may dip for a frame
             if self._end_ts >= self._check_ts:
                 self._check()
 
@@ -304,7 +306,7 @@ class TurnStage(Stage):
         self._stop_ts = ts
         self._heard_ts = self._end_ts
         self._wall_ts = 0.0
-        self._loud = False
+        self._loud_until = 0.0
         self._held_s = 0.0
         self._spec = False
         self.stops.append((ts, self._end_ts))
@@ -383,7 +385,7 @@ class TurnStage(Stage):
     def _end_or_hold(self, chosen: Plan) -> None:
         """End the turn as planned, unless the caller is audible again (speech resuming that
         the VAD has not confirmed yet): then look again at the next frame."""
-        if self._loud and self._held_s < self.params.resume_wait_s:
+        if self._end_ts < self._loud_until and self._held_s < self.params.resume_wait_s:
             self._held_s += 0.02
             self._arm(self._end_ts + 0.001)  # the next frame
             return
