@@ -552,3 +552,28 @@ async def test_vad_and_turn_detection_on_a_phone_call() -> None:
     ends = recorder.of(UserTurnEndFrame)
     assert [e.reason for e in ends] == ["silence"]
     assert turn.verdicts and all(p is not None and p < 0.5 for _, p, _ in turn.verdicts)
+
+
+def test_inference_threads_run_below_the_event_loop() -> None:
+    """Pool threads lower their own priority (Linux per-thread nice); the caller's is unchanged."""
+    import os
+    import sys
+    import threading
+
+    from harken.speech.models import BACKGROUND_NICE, background_thread
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("per-thread nice is Linux only")
+    seen: list[int] = []
+
+    def run() -> None:
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        background_thread()
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) - before)
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert seen == [min(BACKGROUND_NICE, 19 - mine)]
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine

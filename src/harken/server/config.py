@@ -143,7 +143,7 @@ class TurnConfig:
     opener_ms: int = 600  # the turn is only "Okay." / "Sorry," / "No, wait": wait at least this
     fallback_ms: int = 700  # no model verdict in time (load): a plain silence timer
     wait_text_ms: int = 1000  # wait up to this long after a stop for the transcript up to it
-    max_cpu: float = 0.5  # the turn model's share of one core per process, at most
+    max_cpu: float = 0.25  # the turn model's share of one core per process, at most
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ import numpy.typing as npt
 
 from harken.audio import resample
 from harken.errors import ConfigError
+from harken.speech.models import background_thread
 from harken.speech.smart_turn import SAMPLE_RATE, SmartTurn, default_smart_turn
 
 __all__ = ["Done", "TurnPool", "default_turn_pool"]
@@ -49,7 +50,7 @@ class TurnPool:
         *,
         max_batch: int = 4,
         max_waiting: int = 64,
-        max_busy: float = 0.5,
+        max_busy: float = 0.25,
         window_s: float = 2.0,
     ) -> None:
         if not 0.0 < max_busy <= 1.0 or window_s <= 0:
@@ -62,7 +63,9 @@ class TurnPool:
         self._queue: deque[_Request] = deque()
         self._lock = threading.Lock()
         self._running = False
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="harken-turn")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="harken-turn", initializer=background_thread
+        )
         self._recent: deque[tuple[float, float]] = deque()  # (end, seconds busy) of each run
         self._recent_busy = 0.0
         self.runs = self.predictions = self.skipped = self.failed = 0

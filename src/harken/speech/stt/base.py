@@ -26,6 +26,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Final, Protocol, TypeVar, runtime_checkable
 
+from harken.speech.models import background_thread
+
 __all__ = [
     "SAMPLE_RATE",
     "StreamingSttEngine",
@@ -166,7 +168,9 @@ def inference_executor() -> concurrent.futures.ThreadPoolExecutor:
         with _pool_lock:
             if _pool is None or _pool_pid != pid:
                 _pool = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=_default_threads(), thread_name_prefix="harken-stt"
+                    max_workers=_default_threads(),
+                    thread_name_prefix="harken-stt",
+                    initializer=background_thread,
                 )
                 _pool_pid = pid
     return _pool

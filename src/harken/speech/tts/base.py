@@ -37,6 +37,7 @@ from typing import Any, Final, Generic, TypeVar
 import numpy as np
 
 from harken.errors import HarkenError, ServiceError
+from harken.speech.models import background_thread
 
 __all__ = [
     "TtsEngine",
@@ -276,7 +277,9 @@ def executor() -> ThreadPoolExecutor:
         with _pool_lock:
             if _pool is None or _pool_pid != pid:
                 n = int(os.environ.get("HARKEN_TTS_THREADS", "0")) or min(4, os.cpu_count() or 1)
-                _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="harken-tts")
+                _pool = ThreadPoolExecutor(
+                    max_workers=n, thread_name_prefix="harken-tts", initializer=background_thread
+                )
                 _pool_pid = pid
     return _pool
 
