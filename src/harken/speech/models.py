@@ -135,6 +135,9 @@ def background_thread() -> None:
     Turn run otherwise delayed echoed audio by up to ~60 ms). Every inference pool (Smart Turn,
     STT, TTS) starts its threads with it; elsewhere than Linux it is a no-op."""
     with contextlib.suppress(AttributeError, OSError):
+        if os.sched_getscheduler(0) != os.SCHED_OTHER:  # never real-time (a FIFO thread would
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))  # not yield the core)
+    with contextlib.suppress(AttributeError, OSError):
         tid = threading.get_native_id()
         os.setpriority(
             os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + BACKGROUND_NICE)
