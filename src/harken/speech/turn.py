@@ -47,6 +47,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from harken.audio.level import rms_dbfs
 from harken.errors import ConfigError
 from harken.frames import (
     AudioFrame,
@@ -130,14 +131,6 @@ class TurnParams:
             raise ConfigError("TurnParams: unsure_s, opener_s, fallback_s, wait_text_s >= 0")
         if not 0 < self.max_audio_s <= 8:
             raise ConfigError("TurnParams.max_audio_s must be in (0, 8]")
-
-
-def _level_dbfs(x: npt.NDArray[np.int16]) -> float:
-    """RMS level of int16 samples in dBFS (-120 for digital silence)."""
-    if x.size == 0:
-        return -120.0
-    power = float(np.dot(x, x.astype(np.float64))) / x.size
-    return 10.0 * math.log10(power / (32768.0 * 32768.0)) if power > 0 else -120.0
 
 
 _IDLE, _SPEAKING, _PAUSED = 0, 1, 2
@@ -262,7 +255,7 @@ class TurnStage(Stage):
         self._fill += n
         self._end_ts = frame.timestamp + n / rate
         if self._state == _PAUSED:
-            if _level_dbfs(x) > self.params.min_dbfs:
+            if rms_dbfs(x) > self.params.min_dbfs:
                 self._loud_until = self._end_ts + 0.1  # a soft consonant may dip for a frame
             if self._end_ts >= self._check_ts:
                 self._check()
