@@ -375,7 +375,9 @@ def test_gate_bank_fast_paths_decide_like_python_per_window(
         # probability sits at the threshold, whose last bits depend on the batch it ran in)
         assert [s for s, _ in fast[0]] == [s for s, _ in ref[0]]
         assert all(abs(a - b) <= 0.033 for (_, a), (_, b) in zip(fast[0], ref[0], strict=True))
-        assert len(fast[0]) == 8
+        # 4 sentences: at least 4 start/stop pairs (espeak's output varies between processes,
+        # and a fresh environment's split one sentence in two)
+        assert len(fast[0]) >= 8 and len(fast[0]) % 2 == 0
 
 
 def test_gate_bank_rows_are_reused_and_never_keep_a_stream_alive() -> None:
