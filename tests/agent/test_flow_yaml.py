@@ -346,12 +346,13 @@ def test_a_loop_that_never_waits_is_rejected() -> None:
 def test_fixed_lines_and_their_clauses_for_the_tts_cache() -> None:
     from harken.agent.conversation import fixed_clauses
     from harken.agent.flow import FlowAgent
+    from harken.conversation import EngineSettings
 
     agent = FlowAgent.builtin()
     lines = agent.fixed_lines()
     assert "Hi, thanks for calling Luigi's." in lines
     assert "What day would you like to come in?" in lines  # a slot's prompt
     assert not any("{" in line for line in lines)  # lines with placeholders are left out
-    clauses = fixed_clauses(lines, 64)
+    clauses = fixed_clauses(lines, 64, EngineSettings().first_clause_words)
     assert "We're at 12 Harbour Street," in clauses  # the first clause the engine sends to TTS
     assert all(len(c) <= 64 for c in clauses) and len(set(clauses)) == len(clauses)

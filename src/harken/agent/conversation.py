@@ -104,13 +104,6 @@ class ConversationAgent:
         self.wav_dir = ""
         self.stt: SttEngine | StreamingSttEngine = _stt_engine(config)
         self.tts: TtsEngine = _tts_engine(config)
-        from harken.speech.tts.cache import CachedEngine
-
-        if isinstance(self.tts, CachedEngine) and self.llm is None:
-            # the flow's fixed lines are known: render their clauses before the first call (a
-            # first clause runs to 6 words: "There's free parking behind the restaurant")
-            self.tts.max_chars = max(self.tts.max_chars, 64)
-            self.tts.phrases += fixed_clauses(self.flow.fixed_lines(), self.tts.max_chars)
         self.settings = EngineSettings(
             greeting=config.greeting,
             barge_in=BargeInParams(
@@ -124,6 +117,15 @@ class ConversationAgent:
             max_duration_s=config.max_duration_s,
             preemptive=config.preemptive,
         )
+        from harken.speech.tts.cache import CachedEngine
+
+        if isinstance(self.tts, CachedEngine) and self.llm is None:
+            # the flow's fixed lines are known: render their clauses before the first call (a
+            # first clause runs to 6 words: "There's free parking behind the restaurant")
+            self.tts.max_chars = max(self.tts.max_chars, 64)
+            self.tts.phrases += fixed_clauses(
+                self.flow.fixed_lines(), self.tts.max_chars, self.settings.first_clause_words
+            )
 
     async def warm_up(self) -> None:
         """Load every model once, before the worker takes its first call."""
@@ -266,7 +268,7 @@ def _tts_engine(config: AgentConfig) -> TtsEngine:
     return create_engine(c.engine, cache=True, **options)
 
 
-def fixed_clauses(lines: list[str], max_chars: int, first_words: int = 6) -> tuple[str, ...]:
+def fixed_clauses(lines: list[str], max_chars: int, first_words: int) -> tuple[str, ...]:
     """The clauses the engine's chunker cuts ``lines`` into (each line as a reply of its own:
     every reply starts with one of them), those short enough for the TTS phrase cache."""
     from harken.conversation.chunker import ClauseChunker
