@@ -5,11 +5,15 @@ loaded **once per process**: the ONNX session lives in a module-level cache keye
 and thread count, shared by every :class:`PiperEngine` and every call. Load it at start-up with
 ``await engine.warm_up()`` (about 3 s on a small machine), which also runs one tiny synthesis.
 
-Synthesis runs in the TTS executor. Piper's model produces a whole sentence per inference, so the
-text is cut into sentences and each sentence's audio is handed over as soon as it exists: the
-first audio of a one-or-two-word clause arrives after one short inference (~60-150 ms here). The
-model reports no timing, so word timings are estimated per sentence over the voiced part of that
-sentence's audio. An abandoned stream stops before its next sentence.
+Synthesis runs in the TTS executor, sentence by sentence. Where the ``onnx`` package can cut the
+voice at its vocoder (:mod:`harken.speech.tts.piper_split`; the default voice can), a sentence's
+audio streams out in growing chunks: the first ~0.28 s of audio costs the encoder plus one short
+decode (~75 ms for a 4-word clause here, against ~150 ms for the whole clause), and an abandoned
+stream stops before its next chunk. Otherwise each sentence is one whole inference. Both paths
+give the same samples: the model's output times a fixed ``gain`` (Piper's own per-sentence peak
+normalisation needs the whole sentence first; the raw output's loudness is as even, +-1.3 dB
+over the built-in flow's lines against +-1.5 dB normalised). The model reports no timing, so word
+timings are estimated per sentence over the voiced part of that sentence's audio.
 
 Piper is imported lazily: without the extra, :class:`PiperEngine` raises a ``ConfigError`` that
 says how to install it, and :func:`piper_available` is False (the default voice is then
@@ -25,7 +29,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, Final
 
@@ -42,6 +46,7 @@ from harken.speech.tts.base import (
     thread_stream,
     voiced_span,
 )
+from harken.speech.tts.piper_split import SplitVoice, split_voice
 
 __all__ = ["PiperEngine", "default_voice", "load_count", "piper_available", "sentence_count"]
 
@@ -54,7 +59,12 @@ _WARM_TEXT: Final = "Hi."
 
 Emit = Callable[[tuple[bytes, list[WordTiming]]], bool]
 
-_voices: dict[tuple[str, int, int], Any] = {}  # (model, intra-op threads, pid) -> PiperVoice
+_MAX_WAV: Final = 32767.0
+DEFAULT_GAIN: Final = 1.4
+"""The default voice's raw peaks run 0.26-0.75 (median 0.51) over the built-in flow's lines."""
+
+_voices: dict[tuple[str, int, int], tuple[Any, SplitVoice | None]] = {}
+"""(model, intra-op threads, pid) -> (PiperVoice, its split sessions or None)."""
 _voices_lock = threading.Lock()
 _loads = 0
 _sentences = 0
@@ -103,41 +113,96 @@ def _import_piper() -> Any:
         raise ConfigError(f"Piper TTS is not installed; {_INSTALL_HINT}") from exc
 
 
-def _load_voice(model: Path, config: Path, threads: int) -> Any:
-    """The process-wide PiperVoice for ``model`` (loaded on first use, under a lock)."""
+def _load_voice(model: Path, config: Path, threads: int) -> tuple[Any, SplitVoice | None]:
+    """The process-wide PiperVoice for ``model`` and its split sessions (loaded on first use).
+
+    When the voice splits, only the two split sessions are built (the PiperVoice then holds the
+    encoder session and serves phonemisation and its config; nothing calls its ``synthesize``),
+    so the weights are in memory once.
+    """
     global _loads
     key = (str(model), threads, os.getpid())
-    voice = _voices.get(key)
-    if voice is not None:
-        return voice
+    loaded = _voices.get(key)
+    if loaded is not None:
+        return loaded
     with _voices_lock:
-        voice = _voices.get(key)
-        if voice is None:
+        loaded = _voices.get(key)
+        if loaded is None:
             piper = _import_piper()
             import onnxruntime  # type: ignore[import-untyped]
 
             options = onnxruntime.SessionOptions()
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
+            providers = ["CPUExecutionProvider"]
             try:
-                session = onnxruntime.InferenceSession(
-                    str(model), sess_options=options, providers=["CPUExecutionProvider"]
-                )
                 cfg = piper.PiperConfig.from_dict(json.loads(config.read_text("utf-8")))
+                split = split_voice(model, options, providers) if cfg.num_speakers <= 1 else None
+                session = (
+                    split.encoder
+                    if split is not None
+                    else onnxruntime.InferenceSession(
+                        str(model), sess_options=options, providers=providers
+                    )
+                )
             except Exception as exc:  # a broken model file is a configuration problem
                 raise ConfigError(f"cannot load Piper voice {model}: {exc}") from exc
-            voice = piper.PiperVoice(session=session, config=cfg)
-            _voices[key] = voice
+            loaded = (piper.PiperVoice(session=session, config=cfg), split)
+            _voices[key] = loaded
             _loads += 1
-            log.info("loaded Piper voice %s (%d intra-op threads)", model.name, threads)
-    return voice
+            log.info(
+                "loaded Piper voice %s (%d intra-op threads, %s)",
+                model.name,
+                threads,
+                "chunked decoding" if split is not None else "whole sentences",
+            )
+    return loaded
+
+
+def _feeds(voice: Any, ids: list[int], syn: Any) -> dict[str, np.ndarray]:
+    """The voice model's inputs for one sentence (as ``PiperVoice.phoneme_ids_to_audio``)."""
+    cfg = voice.config
+    scales = np.array(
+        [
+            cfg.noise_scale if syn.noise_scale is None else syn.noise_scale,
+            cfg.length_scale if syn.length_scale is None else syn.length_scale,
+            cfg.noise_w_scale if syn.noise_w_scale is None else syn.noise_w_scale,
+        ],
+        dtype=np.float32,
+    )
+    feeds: dict[str, np.ndarray] = {
+        "input": np.array([ids], dtype=np.int64),
+        "input_lengths": np.array([len(ids)], dtype=np.int64),
+        "scales": scales,
+    }
+    if cfg.num_speakers > 1:
+        sid = cfg.default_speaker_id if syn.speaker_id is None else syn.speaker_id
+        feeds["sid"] = np.array([sid], dtype=np.int64)
+    return feeds
+
+
+def _pieces(voice: Any, split: SplitVoice | None, text: str, syn: Any) -> Iterator[np.ndarray]:
+    """Float samples of ``text`` (one sentence), in chunks when the voice is split."""
+    if split is None:
+        for chunk in voice.synthesize(text, syn):
+            yield chunk.audio_float_array
+        return
+    for phonemes in voice.phonemize(text):
+        if phonemes:
+            yield from split.stream(_feeds(voice, voice.phonemes_to_ids(phonemes), syn))
+
+
+def _int16(audio: np.ndarray, gain: float) -> np.ndarray:
+    scaled = np.clip(audio * (gain * _MAX_WAV), -_MAX_WAV, _MAX_WAV)
+    return np.ascontiguousarray(scaled, dtype=np.int16)
 
 
 class PiperEngine(TtsEngine):
     """Piper TTS: a neural voice at the model's rate (22,050 Hz for the default voice).
 
     ``length_scale`` > 1 speaks slower; ``noise_scale`` / ``noise_w_scale`` vary the voice
-    (model defaults when None); ``threads`` is the ONNX session's intra-op thread count (1 is
+    (model defaults when None); ``gain`` scales the model's output (clipped at full scale);
+    ``threads`` is the ONNX session's intra-op thread count (1 is
     fastest on a small shared machine: calls run in parallel on the executor instead).
     """
 
@@ -153,6 +218,7 @@ class PiperEngine(TtsEngine):
         noise_scale: float | None = None,
         noise_w_scale: float | None = None,
         speaker_id: int | None = None,
+        gain: float = DEFAULT_GAIN,
         threads: int = 1,
     ) -> None:
         self._piper = _import_piper()
@@ -167,12 +233,17 @@ class PiperEngine(TtsEngine):
             raise ConfigError(f"bad Piper voice config {self.config}: {exc}") from exc
         if threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
+        if not 0.0 < gain <= 10.0:
+            raise ConfigError(f"gain must be in (0, 10], got {gain}")
         self.threads = threads
+        self.gain = gain
         self.syn_config = self._piper.SynthesisConfig(
             speaker_id=speaker_id,
             length_scale=length_scale,
             noise_scale=noise_scale,
             noise_w_scale=noise_w_scale,
+            normalize_audio=False,
+            volume=1.0,
         )
 
     @property
@@ -183,9 +254,14 @@ class PiperEngine(TtsEngine):
         """Load the voice (blocking; a no-op once this process has it)."""
         _load_voice(self.model, self.config, self.threads)
 
+    @property
+    def chunked(self) -> bool:
+        """True when this voice streams each sentence in chunks (see the module docs)."""
+        return _load_voice(self.model, self.config, self.threads)[1] is not None
+
     def _prime(self) -> None:
-        voice = _load_voice(self.model, self.config, self.threads)
-        for _ in voice.synthesize(_WARM_TEXT, self.syn_config):
+        voice, split = _load_voice(self.model, self.config, self.threads)
+        for _ in _pieces(voice, split, _WARM_TEXT, self.syn_config):
             pass
 
     async def warm_up(self) -> None:
@@ -193,23 +269,27 @@ class PiperEngine(TtsEngine):
 
     def synthesize(self, text: str) -> bytes:
         """Blocking one-shot synthesis (tests, tools); never call it on the event loop."""
-        voice = _load_voice(self.model, self.config, self.threads)
-        return b"".join(c.audio_int16_bytes for c in voice.synthesize(text, self.syn_config))
+        voice, split = _load_voice(self.model, self.config, self.threads)
+        return b"".join(
+            _int16(a, self.gain).tobytes()
+            for sentence, _ in split_sentences(text)
+            for a in _pieces(voice, split, sentence, self.syn_config)
+        )
 
     def _producer(self, text: str) -> Callable[[Emit], None]:
         model, config, threads, syn = self.model, self.config, self.threads, self.syn_config
-        rate = self.sample_rate
+        rate, gain = self.sample_rate, self.gain
 
         def produce(emit: Emit) -> None:
             global _sentences
-            voice = _load_voice(model, config, threads)
+            voice, split = _load_voice(model, config, threads)
             done = 0  # samples emitted so far
             for sentence, offset in split_sentences(text):
                 _sentences += 1
                 start = done
                 first = last = -1.0  # voiced span of the sentence, seconds from its start
-                for chunk in voice.synthesize(sentence, syn):
-                    audio = np.ascontiguousarray(chunk.audio_int16_array, dtype=np.int16)
+                for piece in _pieces(voice, split, sentence, syn):
+                    audio = _int16(piece, gain)
                     span = voiced_span(audio, rate)
                     if span is not None:
                         base = (done - start) / rate
