@@ -418,6 +418,40 @@ async def test_no_end_while_the_caller_is_audible_again() -> None:
     call.cancel()
 
 
+async def test_the_audible_hold_off_is_measured_in_time_not_in_checks() -> None:
+    """Regression: the hold-off re-armed itself 1 ms ahead and the wall-clock timer fired at
+    once, each pass counting as a 20 ms frame, so 0.5 s of hold-off ran out ~80 ms after the
+    stop (seen in the simulator: turns ended at sentence breaks while the caller went on)."""
+    call, _stage, recorder, pool = await _turn_call(TurnParams(resume_wait_s=0.5))
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.0)
+    call.system(UserStoppedSpeakingFrame(timestamp=0.8))
+    _loud(call, 1.0, 1.06)  # the caller goes on
+    pool.answer(0.9)  # complete, says the model
+    await asyncio.sleep(0.05)  # the event loop runs: the wall-clock timer may fire meanwhile
+    assert _ends(recorder) == []
+    _loud(call, 1.06, 1.2)
+    assert _ends(recorder) == []
+    call.system(UserStartedSpeakingFrame(timestamp=1.0))  # the VAD confirms: the turn goes on
+    assert _ends(recorder) == []
+    call.cancel()
+    # without frames, the wall clock alone ends the hold-off after resume_wait_s
+    call, _stage, recorder, pool = await _turn_call(TurnParams(resume_wait_s=0.1))
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.0)
+    call.system(UserStoppedSpeakingFrame(timestamp=0.8))
+    _loud(call, 1.0, 1.06)
+    pool.answer(0.9)
+    t0 = asyncio.get_running_loop().time()
+    for _ in range(100):
+        if _ends(recorder):
+            break
+        await asyncio.sleep(0.01)
+    assert _ends(recorder) == [("model", 0.8, 0.9)]
+    assert asyncio.get_running_loop().time() - t0 >= 0.08
+    call.cancel()
+
+
 async def test_the_stage_waits_for_the_words_up_to_the_stop() -> None:
     params = TurnParams(wait_text_s=0.4)
     call, _stage, recorder, pool = await _turn_call(params)

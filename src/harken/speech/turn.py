@@ -146,7 +146,7 @@ class TurnStage(Stage):
         "_fill",
         "_gen",
         "_heard_ts",
-        "_held_s",
+        "_hold_from",
         "_loud_until",
         "_plan",
         "_pool",
@@ -196,7 +196,7 @@ class TurnStage(Stage):
         self._plan: Plan | None = None
         self._wall_ts = 0.0  # media time the wall clock vouches for while the audio is stalled
         self._loud_until = 0.0  # media time until which the caller counts as audible
-        self._held_s = 0.0  # how long an end was put off because the caller was audible
+        self._hold_from = math.inf  # media time an end was first put off: the caller audible
         self._timer: asyncio.TimerHandle | None = None
         self.closed = False
         #: (reason, speech_end, confidence, media time of the decision) of every turn end
@@ -300,7 +300,7 @@ class TurnStage(Stage):
         self._heard_ts = self._end_ts
         self._wall_ts = 0.0
         self._loud_until = 0.0
-        self._held_s = 0.0
+        self._hold_from = math.inf
         self._spec = False
         self.stops.append((ts, self._end_ts))
         self._prob = None
@@ -378,10 +378,12 @@ class TurnStage(Stage):
     def _end_or_hold(self, chosen: Plan) -> None:
         """End the turn as planned, unless the caller is audible again (speech resuming that
         the VAD has not confirmed yet): then look again at the next frame."""
-        if self._end_ts < self._loud_until and self._held_s < self.params.resume_wait_s:
-            self._held_s += 0.02
-            self._arm(self._end_ts + 0.001)  # the next frame
-            return
+        now = self._now()
+        if now < self._loud_until:
+            self._hold_from = min(self._hold_from, now)
+            if now - self._hold_from < self.params.resume_wait_s:
+                self._arm(now + 0.02)  # look again a frame later (media or wall clock)
+                return
         self._end_turn(chosen.reason, chosen.confidence)
 
     def _check(self) -> None:
