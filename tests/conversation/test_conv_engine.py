@@ -267,6 +267,41 @@ async def test_short_speech_over_the_agent_waits_for_its_words() -> None:
     call.cancel()
 
 
+async def test_a_short_candidate_stays_held_while_the_caller_sounds_again() -> None:
+    """ "No wait, | make it five": the VAD's stop came in the comma pause and the caller is
+    already talking again (not yet confirmed by the VAD): the audio must not resume into it."""
+    settings = EngineSettings(
+        barge_in=BargeInParams(interrupt_min_s=0.5), barge_words_s=0.2, barge_resume_s=0.05
+    )
+    call, engine, rec = await make(ScriptedBrain(), settings)
+    call.system(AgentStartedSpeakingFrame(utterance_id=1))
+    gen = call.generation
+    call.system(UserStartedSpeakingFrame(timestamp=2.0))
+    feed_audio(call, 2.0, 0.3)
+    call.system(UserStoppedSpeakingFrame(timestamp=2.3))
+    t = 2.3
+    for _ in range(15):  # 0.3 s of wall time with the caller sounding, frame by frame
+        feed_audio(call, t, 0.02)
+        t += 0.02
+        await asyncio.sleep(0.02)
+    assert not rec.of(ResumePlaybackFrame)  # past barge_resume_s and barge_words_s: still held
+    call.system(UserStartedSpeakingFrame(timestamp=2.35))  # the VAD confirms it
+    feed_audio(call, t, 0.4)
+    call.feed(TranscriptFrame("No wait, make it five", final=False))
+    assert call.generation == gen + 1 and engine.interruptions == 1
+    call.cancel()
+    # once the caller is quiet, the held audio goes on as before
+    call, engine, rec = await make(ScriptedBrain(), settings)
+    call.system(AgentStartedSpeakingFrame(utterance_id=1))
+    call.system(UserStartedSpeakingFrame(timestamp=2.0))
+    feed_audio(call, 2.0, 0.3)
+    call.system(UserStoppedSpeakingFrame(timestamp=2.3))
+    feed_audio(call, 2.3, 0.3, SILENCE_20MS)
+    await asyncio.sleep(0.3)
+    assert rec.of(ResumePlaybackFrame) and engine.backchannels == 1
+    call.cancel()
+
+
 async def test_speech_still_sounding_at_the_threshold_interrupts() -> None:
     settings = EngineSettings(barge_in=BargeInParams(interrupt_min_s=0.5))
     call, _engine, _ = await make(ScriptedBrain(), settings)

@@ -306,9 +306,15 @@ class ConversationEngine(Stage):
         self._resume_timer = loop.call_later(self.settings.barge_resume_s, self._resume)
 
     def _resume(self) -> None:
+        """Let the held audio go, unless the caller sounds again (a comma pause the VAD has
+        not seen end yet): then look again shortly, up to 1 s after the candidate's stop."""
         self._resume_timer = None
-        if not self.barge.active:  # the caller has not started again
-            self.holds.release()
+        if self.barge.active:  # the caller has started again
+            return
+        if self.holds.audible() and time.perf_counter() - (self._t_speech_end or 0.0) < 1.0:
+            self._resume_timer = asyncio.get_running_loop().call_later(0.04, self._resume)
+            return
+        self.holds.release()
 
     def _backchannel(self) -> None:
         """The candidate was a backchannel (or its words never came): the agent goes on."""
@@ -316,7 +322,7 @@ class ConversationEngine(Stage):
         self._cancel_timer("_resume_timer")
         self.backchannels += 1
         self.hooks.event("backchannel", {"held": self.holds.enabled})
-        self.holds.release()
+        self._resume()
 
     def _send_system(self, frame: SystemFrame) -> bool:
         call = self.call

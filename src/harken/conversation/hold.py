@@ -35,6 +35,7 @@ class PlaybackHold:
         "held",
         "stats",
         "t_held",
+        "t_loud",
         "t_onset",
     )
 
@@ -55,6 +56,7 @@ class PlaybackHold:
         self.held = False
         self.t_onset: float | None = None  # perf_counter of the caller's onset
         self.t_held: float | None = None  # perf_counter when the audio was held
+        self.t_loud = -1e9  # perf_counter of the caller's last frame above early_dbfs
         self._loud_s = 0.0
         self._early_timer: asyncio.TimerHandle | None = None
         #: energy holds made, and released without the VAD's confirmation
@@ -86,9 +88,14 @@ class PlaybackHold:
 
     def sound(self, frame: AudioFrame, agent_busy: bool) -> None:
         """Caller audio over the agent before the VAD's start: hold at once if it lasts."""
-        if self.early_ms <= 0 or not self.enabled or self.held:
+        if self.early_ms <= 0 or not self.enabled:
             return
-        if rms_dbfs(frame.pcm) <= self.early_dbfs:
+        loud = rms_dbfs(frame.pcm) > self.early_dbfs
+        if loud:
+            self.t_loud = time.perf_counter()
+        if self.held:
+            return
+        if not loud:
             self._loud_s = 0.0
             return
         self._loud_s += frame.duration
@@ -100,6 +107,11 @@ class PlaybackHold:
         self.stats["held"] += 1
         loop = asyncio.get_running_loop()
         self._early_timer = loop.call_later(self.early_s, self._early_release)
+
+    def audible(self, within_s: float = 0.1) -> bool:
+        """The caller sounded (above ``early_dbfs``) within the last ``within_s``: speech the
+        VAD may not have confirmed yet (it needs ~0.35 s of it)."""
+        return time.perf_counter() - self.t_loud < within_s
 
     def _early_release(self) -> None:
         """The VAD never confirmed speech: a noise, not the caller. The agent goes on."""
