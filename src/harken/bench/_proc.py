@@ -116,6 +116,28 @@ def self_split_percent(a: SelfSample, b: SelfSample) -> tuple[float, float]:
     return 100.0 * (b.user_s - a.user_s) / wall, 100.0 * (b.sys_s - a.sys_s) / wall
 
 
+def wait_healthy(
+    url: str, proc: subprocess.Popen[bytes], timeout_s: float, poll_s: float = 0.2
+) -> str | None:
+    """Poll ``url`` until it answers 200 (None), or say why not: ``proc`` exited first, or
+    ``timeout_s`` passed. The bench and the caller simulator wait for their servers so."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"exited with code {proc.returncode} before it was ready"
+        try:
+            with urllib.request.urlopen(url, timeout=1.0) as resp:
+                if resp.status == 200:
+                    return None
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(poll_s)
+    return f"not ready after {timeout_s:g} s ({url})"
+
+
 def load_average() -> tuple[float, float, float]:
     try:
         return os.getloadavg()

@@ -18,14 +18,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from harken.bench._proc import pin_preexec
+from harken.bench._proc import pin_preexec, wait_healthy
 
 PIPECAT_REQUIREMENT = "pipecat-ai[websocket,silero]==1.14.0"
 PIPECAT_EXTRA = ("uvicorn",)
@@ -37,21 +34,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with code {proc.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(url, timeout=1.0) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"server not ready after {timeout:.0f} s ({url})")
 
 
 @dataclass
@@ -114,7 +96,9 @@ def _spawn(
     )
     server = Server(system, proc, ws_url, log_path, log)
     try:
-        _wait_healthy(health_url, proc, timeout)
+        failure = wait_healthy(health_url, proc, timeout, poll_s=0.1)
+        if failure is not None:
+            raise RuntimeError(f"server {failure}")
     except (RuntimeError, KeyboardInterrupt):
         server.stop(5)
         raise RuntimeError(f"{system} server failed to start; log:\n{server.log_tail()}") from None

@@ -21,13 +21,11 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from harken.bench._proc import wait_healthy
 from harken.errors import HarkenError, TransportError
 
 __all__ = ["ServerTurn", "SpawnedServer", "free_port", "server_turns"]
@@ -87,21 +85,9 @@ class SpawnedServer:
 
     def _wait_ready(self, timeout_s: float) -> None:
         url = f"http://127.0.0.1:{self.media_port}/healthz"
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise TransportError(
-                    f"harken serve exited with {self.proc.returncode} before it was ready:\n"
-                    f"{self.log_tail()}"
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.2)
-        raise TransportError(f"harken serve not ready after {timeout_s:.0f} s:\n{self.log_tail()}")
+        failure = wait_healthy(url, self.proc, timeout_s)
+        if failure is not None:
+            raise TransportError(f"harken serve {failure}:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 15) -> str:
         try:
