@@ -31,7 +31,6 @@ from typing import Protocol
 from harken.errors import AudioError
 from harken.frames import (
     AgentStartedSpeakingFrame,
-    AgentStoppedSpeakingFrame,
     AudioFrame,
     CancelFrame,
     EndFrame,
@@ -46,11 +45,10 @@ from harken.frames import (
     TTSStartedFrame,
     TTSStoppedFrame,
 )
-from harken.pipeline import Stage
 from harken.protocols.base import CarrierCodec
-from harken.server import metrics
+from harken.transports.output_base import PlaybackOutput
 from harken.transports.pacer import AUDIO, Pacer
-from harken.transports.playback import Completion, PlaybackTracker
+from harken.transports.playback import PlaybackTracker
 from harken.transports.wire_audio import BYTES_PER_SAMPLE, SILENCE_BYTE, encoder
 
 _IMPLICIT_UTTERANCE_BASE = 1 << 40
@@ -130,7 +128,7 @@ def pacer_clock() -> PacerClock:
     return clock
 
 
-class CarrierOutput(Stage):
+class CarrierOutput(PlaybackOutput):
     """Last stage of a carrier call (see the module docstring)."""
 
     def __init__(self, codec: CarrierCodec, link: Link, settings: PlaybackSettings) -> None:
@@ -152,9 +150,6 @@ class CarrierOutput(Stage):
         #: far end) before the oldest is dropped: in step a relay holds one or two frames; the
         #: third is slack for arrival jitter
         self.live_max_s = settings.live_max_s
-        self.remote_gone = False
-        self.on_completion: Callable[[Completion], None] | None = None
-        self.on_hangup: Callable[[], None] | None = None
         self.on_transfer: Callable[[str], None] | None = None
         #: called with each audio chunk (wire encoding) as it leaves, and the loop time: what
         #: the caller hears, give or take the far end's lead (call recordings)
@@ -165,7 +160,6 @@ class CarrierOutput(Stage):
         self._since_mark = 0
         self._mark_seq = 0
         self._announce: list[tuple[float, int]] = []  # (offset, uid) not yet audible
-        self._waiters: list[Callable[[], None]] = []
         self._clock: PacerClock | None = None
         self._paused_at: float | None = None
         #: the loop's clock, bound on first use (see _bind_now)
@@ -413,20 +407,12 @@ class CarrierOutput(Stage):
     # --- completion ---------------------------------------------------------------------------
 
     def after_playback(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once everything queued has played (or could not be played)."""
-        self._waiters.append(callback)
-        self._run_waiters()
+        super().after_playback(callback)
         if self._waiters:
             self._want_clock()
 
-    def _run_waiters(self) -> None:
-        if not self._waiters:
-            return
-        if not self.remote_gone and (not self.pacer.idle or self.tracker.active):
-            return
-        waiters, self._waiters = self._waiters, []
-        for callback in waiters:
-            callback()
+    def _settled(self) -> bool:
+        return self.pacer.idle and not self.tracker.active
 
     def _hang_up(self) -> None:
         if self.on_hangup is not None:
@@ -437,23 +423,3 @@ class CarrierOutput(Stage):
             self.on_transfer(target)
         else:
             self._hang_up()
-
-    def _report(self, completion: Completion) -> None:
-        metrics.PLAYBACK.labels(completion.strategy).inc()
-        if completion.strategy == "deadman":
-            metrics.DEADMAN.inc()
-        if self.on_completion is not None:
-            self.on_completion(completion)
-        self._broadcast(
-            AgentStoppedSpeakingFrame(
-                utterance_id=completion.utterance_id,
-                played_s=completion.played_s,
-                interrupted=completion.interrupted,
-                strategy=completion.strategy,
-            )
-        )
-
-    def _broadcast(self, frame: SystemFrame) -> None:
-        call = self.call
-        if call is not None and not call.closed:
-            call.system(frame)

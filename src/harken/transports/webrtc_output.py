@@ -39,7 +39,6 @@ import numpy as np
 from harken.audio import Resampler
 from harken.frames import (
     AgentStartedSpeakingFrame,
-    AgentStoppedSpeakingFrame,
     AudioFrame,
     CancelFrame,
     EndFrame,
@@ -53,9 +52,9 @@ from harken.frames import (
     TTSStartedFrame,
     TTSStoppedFrame,
 )
-from harken.pipeline import Stage
+from harken.transports.output_base import PlaybackOutput
 from harken.transports.pacer import AUDIO, Pacer
-from harken.transports.playback import Completion, PlaybackTracker
+from harken.transports.playback import PlaybackTracker
 
 __all__ = ["WebRtcOutput"]
 
@@ -68,7 +67,7 @@ def _loop_time() -> float:
     return asyncio.get_running_loop().time()
 
 
-class WebRtcOutput(Stage):
+class WebRtcOutput(PlaybackOutput):
     """Last stage of a WebRTC call (see the module docstring)."""
 
     def __init__(
@@ -92,11 +91,8 @@ class WebRtcOutput(Stage):
         self.sink_delay_s = sink_delay_s
         self.live_max_s = live_max_s
         self.clock = clock
-        self.remote_gone = False
         #: chunks sent with agent audio in them (silence pulls are not counted)
         self.chunks_sent = 0
-        self.on_completion: Callable[[Completion], None] | None = None
-        self.on_hangup: Callable[[], None] | None = None
         #: called with each chunk of agent audio as it leaves, and the time (recordings, tests)
         self.on_sent: Callable[[bytes, float], None] | None = None
         self._resamplers: dict[int, Resampler] = {}
@@ -104,7 +100,6 @@ class WebRtcOutput(Stage):
         self._live = False
         self._auto_uid = _IMPLICIT_UTTERANCE_BASE
         self._announce: list[tuple[float, int]] = []
-        self._waiters: list[Callable[[], None]] = []
         self._paused_at: float | None = None
         self._carry: list[bytes] = []
         self._sent_until = 0.0  # when the encoder has consumed the last chunk sent
@@ -272,21 +267,8 @@ class WebRtcOutput(Stage):
 
     # --- completion ---------------------------------------------------------------------------
 
-    def after_playback(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once everything queued has played (or could not be played)."""
-        self._waiters.append(callback)
-        self._run_waiters()
-
-    def _run_waiters(self) -> None:
-        if not self._waiters:
-            return
-        if not self.remote_gone and (
-            not self.pacer.idle or self._carry or self.tracker.active or self._paused_at is not None
-        ):
-            return
-        waiters, self._waiters = self._waiters, []
-        for callback in waiters:
-            callback()
+    def _settled(self) -> bool:
+        return self.pacer.idle and not self._carry and not self.tracker.active and not self.held
 
     def _hang_up(self) -> None:
         if self.on_hangup is not None:
@@ -295,20 +277,3 @@ class WebRtcOutput(Stage):
             call = self.call
             if call is not None and not call.closed:
                 call.end("hangup")
-
-    def _report(self, completion: Completion) -> None:
-        if self.on_completion is not None:
-            self.on_completion(completion)
-        self._broadcast(
-            AgentStoppedSpeakingFrame(
-                utterance_id=completion.utterance_id,
-                played_s=completion.played_s,
-                interrupted=completion.interrupted,
-                strategy=completion.strategy,
-            )
-        )
-
-    def _broadcast(self, frame: SystemFrame) -> None:
-        call = self.call
-        if call is not None and not call.closed:
-            call.system(frame)
