@@ -117,7 +117,10 @@ def test_decide() -> None:
         (0.9, "I'd like a table for", Plan(2.0, "silence", 0.9)),  # trails off: veto
         (0.9, "So, um,", Plan(2.0, "silence", 0.9)),
         (0.3, "What are your hours?", Plan(0.0, "text", 0.3)),  # vote: the words lower the bar
-        (0.1, "What are your hours?", Plan(1.0, "text", 0.1)),  # words complete, model unsure
+        (0.1, "Is there parking.", Plan(1.0, "text", 0.1)),  # words complete, model unsure
+        (0.1, "What are your hours?", Plan(0.0, "text", 0.1)),  # a question: settled
+        (0.03, "Actually, goodbye.", Plan(0.0, "text", 0.03)),  # a farewell: settled
+        (0.03, "Goodbye and", Plan(2.0, "silence", 0.03)),  # ... unless it trails off
         (0.1, "Sunday", Plan(1.0, "text", 0.1)),  # unpunctuated words: the model unsure
         (0.1, None, Plan(2.0, "silence", 0.1)),  # nothing says complete
         (None, "Sunday.", Plan(0.0, "text", None)),  # no verdict in time: the words decide
@@ -131,7 +134,7 @@ def test_plan(prob: float | None, text: str | None, expected: Plan) -> None:
 
 def test_plan_waits_never_exceed_the_backstop() -> None:
     short = TurnParams(silence_s=0.3)
-    assert plan(0.1, "Where are you?", short) == Plan(0.3, "text", 0.1)
+    assert plan(0.1, "Where are you", short) == Plan(0.3, "text", 0.1)
     assert plan(None, None, TurnParams(model=False)) == Plan(2.0, "silence", None)
     assert plan(None, "Fine.", TurnParams(model=False)) == Plan(0.0, "text", None)
 
