@@ -69,13 +69,12 @@ def test_without_context_the_chunks_would_be_audible(split_and_full: tuple[objec
     feeds, _ = _voice_inputs("Your table for four is booked for seven pm on Friday evening.")
     z = split.frames(feeds)  # type: ignore[attr-defined]
     whole = split.decode(z, 0, z.shape[2])  # type: ignore[attr-defined]
-    bare = np.concatenate(
-        [
-            split.decoder.run(None, {split.latent: np.ascontiguousarray(z[:, :, s : s + 24])})[0]  # type: ignore[attr-defined]
-            .reshape(-1)
-            for s in range(0, z.shape[2], 24)
-        ]
-    )
+    decoder, latent = split.decoder, split.latent  # type: ignore[attr-defined]
+    pieces = [
+        decoder.run(None, {latent: np.ascontiguousarray(z[:, :, s : s + 24])})[0].reshape(-1)
+        for s in range(0, z.shape[2], 24)
+    ]
+    bare = np.concatenate(pieces)
     error = bare - whole
     snr = 10 * np.log10(np.sum(whole**2) / np.sum(error**2))
     assert snr < 40 and PAD >= 8
