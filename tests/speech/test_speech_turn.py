@@ -393,15 +393,22 @@ def _loud(call: Call, start: float, end: float, rate: int = 8000) -> None:
         t = round(t + 0.02, 6)
 
 
-async def test_no_end_while_the_caller_is_audible_again() -> None:
-    """The plan says "end now", but the caller is talking again and the VAD has not confirmed
-    it yet: the turn waits, frame by frame, until the VAD's start (or quiet, or the cap)."""
-    call, _stage, recorder, pool = await _turn_call(TurnParams(resume_wait_s=0.5))
+async def _resumed(resume_wait_s: float, loud_to: float) -> tuple[Call, TurnStage, Recorder]:
+    """A turn paused at 0.8 s whose caller is loud again from 1.0 s to ``loud_to`` (the VAD
+    has not confirmed it) when the model answers "complete"."""
+    call, stage, recorder, pool = await _turn_call(TurnParams(resume_wait_s=resume_wait_s))
     call.system(UserStartedSpeakingFrame(timestamp=0.2))
     _audio(call, 0.0, 1.0)
     call.system(UserStoppedSpeakingFrame(timestamp=0.8))
-    _loud(call, 1.0, 1.06)  # the caller goes on
+    _loud(call, 1.0, loud_to)  # the caller goes on
     pool.answer(0.9)  # complete, says the model
+    return call, stage, recorder
+
+
+async def test_no_end_while_the_caller_is_audible_again() -> None:
+    """The plan says "end now", but the caller is talking again and the VAD has not confirmed
+    it yet: the turn waits, frame by frame, until the VAD's start (or quiet, or the cap)."""
+    call, _stage, recorder = await _resumed(0.5, 1.06)
     _loud(call, 1.06, 1.2)
     assert _ends(recorder) == []  # audible: not now
     call.system(UserStartedSpeakingFrame(timestamp=1.0))  # the VAD confirms: the turn goes on
@@ -409,12 +416,7 @@ async def test_no_end_while_the_caller_is_audible_again() -> None:
     assert _ends(recorder) == []
     call.cancel()
     # a noise that never becomes speech delays the end by resume_wait_s at most
-    call, _stage, recorder, pool = await _turn_call(TurnParams(resume_wait_s=0.1))
-    call.system(UserStartedSpeakingFrame(timestamp=0.2))
-    _audio(call, 0.0, 1.0)
-    call.system(UserStoppedSpeakingFrame(timestamp=0.8))
-    _loud(call, 1.0, 1.04)
-    pool.answer(0.9)
+    call, _stage, recorder = await _resumed(0.1, 1.04)
     _loud(call, 1.04, 1.5)
     assert _ends(recorder) == [("model", 0.8, 0.9)]
     assert 1.1 <= _stage.ends[0][3] <= 1.2  # decided 0.1 s late
@@ -425,12 +427,7 @@ async def test_the_audible_hold_off_is_measured_in_time_not_in_checks() -> None:
     """Regression: the hold-off re-armed itself 1 ms ahead and the wall-clock timer fired at
     once, each pass counting as a 20 ms frame, so 0.5 s of hold-off ran out ~80 ms after the
     stop (seen in the simulator: turns ended at sentence breaks while the caller went on)."""
-    call, _stage, recorder, pool = await _turn_call(TurnParams(resume_wait_s=0.5))
-    call.system(UserStartedSpeakingFrame(timestamp=0.2))
-    _audio(call, 0.0, 1.0)
-    call.system(UserStoppedSpeakingFrame(timestamp=0.8))
-    _loud(call, 1.0, 1.06)  # the caller goes on
-    pool.answer(0.9)  # complete, says the model
+    call, _stage, recorder = await _resumed(0.5, 1.06)
     await asyncio.sleep(0.05)  # the event loop runs: the wall-clock timer may fire meanwhile
     assert _ends(recorder) == []
     _loud(call, 1.06, 1.2)
@@ -439,12 +436,7 @@ async def test_the_audible_hold_off_is_measured_in_time_not_in_checks() -> None:
     assert _ends(recorder) == []
     call.cancel()
     # without frames, the wall clock alone ends the hold-off after resume_wait_s
-    call, _stage, recorder, pool = await _turn_call(TurnParams(resume_wait_s=0.1))
-    call.system(UserStartedSpeakingFrame(timestamp=0.2))
-    _audio(call, 0.0, 1.0)
-    call.system(UserStoppedSpeakingFrame(timestamp=0.8))
-    _loud(call, 1.0, 1.06)
-    pool.answer(0.9)
+    call, _stage, recorder = await _resumed(0.1, 1.06)
     t0 = asyncio.get_running_loop().time()
     for _ in range(100):
         if _ends(recorder):
