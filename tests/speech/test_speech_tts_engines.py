@@ -228,6 +228,20 @@ async def test_piper_speaks_plausible_audio_sentence_by_sentence() -> None:
 
 
 @needs_piper
+def test_piper_falls_back_to_whole_sentences_when_the_split_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(*args: object) -> object:
+        raise RuntimeError("no /dec/ block")
+
+    monkeypatch.setattr(piper_mod, "split_voice", broken)
+    engine = PiperEngine(threads=3)  # a cache key of its own: this voice loads afresh
+    assert not engine.chunked
+    pcm = engine.synthesize("Hello there.")
+    assert 0.4 < len(pcm) / 2 / engine.sample_rate < 2.0 and rms(pcm) > 500
+
+
+@needs_piper
 def test_piper_producer_stops_between_chunks() -> None:
     engine = PiperEngine()
     engine.load()

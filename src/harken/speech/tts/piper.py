@@ -135,9 +135,14 @@ def _load_voice(model: Path, config: Path, threads: int) -> tuple[Any, SplitVoic
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
             providers = ["CPUExecutionProvider"]
+            split: SplitVoice | None = None
             try:
                 cfg = piper.PiperConfig.from_dict(json.loads(config.read_text("utf-8")))
-                split = split_voice(model, options, providers) if cfg.num_speakers <= 1 else None
+                if cfg.num_speakers <= 1:
+                    try:
+                        split = split_voice(model, options, providers)
+                    except Exception as exc:  # noqa: BLE001 (optional: whole sentences still work)
+                        log.warning("cannot split Piper voice %s (%s)", model.name, exc)
                 session = (
                     split.encoder
                     if split is not None

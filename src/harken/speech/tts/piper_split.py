@@ -20,7 +20,7 @@ instead of ~77 ms; `harken bench speech --parts tts`, idle machine).
 
 Models this cannot cut (no ``/dec/`` block with exactly one input from the rest of the graph,
 e.g. multi-speaker voices, whose decoder also takes the speaker embedding) return None, and the
-engine synthesises whole sentences as before.
+engine synthesises whole sentences as before; it does the same if cutting fails (logged).
 """
 
 from __future__ import annotations
