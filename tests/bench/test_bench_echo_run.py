@@ -48,7 +48,12 @@ async def test_a_level_and_the_idle_phase_in_process() -> None:
             worker._media.close()
     assert RECORD_KEYS - {"system"} <= set(rec)
     assert rec["calls"] == 3 and rec["failed"] == 0 and rec["connected"] == 3
-    assert rec["throughput_pct"] == 100.0
+    # all the audio comes back, except frames the server dropped as stale live audio after a
+    # stall of this shared machine (by design, and counted: seen once in a fresh-clone CI run,
+    # 92% with a concurrent install running)
+    dropped_pct = 100.0 * rec["server_dropped_frames"] / rec["frames_sent"]
+    assert rec["throughput_pct"] + dropped_pct >= 99.0, rec
+    assert rec["throughput_pct"] == 100.0 or rec["server_dropped_frames"] > 0, rec
     assert 0 <= rec["rtt_p50_ms"] < 250
     assert rec["server_cpu_pct"] > 0 and rec["server_rss_kb"] > 0
     assert rec["loadgen_cpu_pct"] > 0
@@ -61,7 +66,7 @@ async def test_a_level_and_the_idle_phase_in_process() -> None:
             "idle": [{"system": "harken", "scenario": "echo", **idle}],
         }
     )
-    assert "| harken | 3 | 0 | 100.00% |" in text
+    assert f"| harken | 3 | 0 | {rec['throughput_pct']:.2f}% |" in text
 
 
 def test_cli_json_file(tmp_path: Path) -> None:

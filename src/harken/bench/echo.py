@@ -228,6 +228,7 @@ async def run_level(
         "failed": tot.connect_failed + (tot.connected - live),
         "dropped": tot.dropped,
         "throughput_pct": round(100.0 * tot.echoed_bytes / expected, 2) if expected else 0.0,
+        "frames_sent": tot.window_frames,
         "rtt_samples": len(tot.rtts),
     }
     rec.update(summarize(tot.rtts, "rtt"))
