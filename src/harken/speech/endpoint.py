@@ -89,9 +89,14 @@ _TRAILING_OPEN: Final = (",", ";", ":", "-", "\u2013", "\u2014", "...", "\u2026"
 _WORD = re.compile(r"[a-z']+")
 
 
+def _bare(text: str) -> str:
+    """``text`` without surrounding whitespace, quotes and a closing bracket."""
+    return text.strip().strip("\"'\u201d\u2019)").rstrip()
+
+
 def text_complete(text: str) -> bool | None:
     """Does this transcript read like a finished turn? True, False, or None (can't tell)."""
-    t = text.strip().strip("\"'\u201d\u2019)").rstrip()
+    t = _bare(text)
     if not t:
         return None
     if t.endswith(_TRAILING_OPEN):
@@ -108,7 +113,7 @@ def text_complete(text: str) -> bool | None:
     return None
 
 
-_FAREWELLS: Final = frozenset(("bye", "goodbye", "bye-bye", "byebye"))
+_FAREWELLS: Final = frozenset(("bye", "goodbye", "byebye"))  # "bye-bye" ends in "bye"
 
 
 def text_settled(text: str) -> bool:
@@ -116,11 +121,11 @@ def text_settled(text: str) -> bool:
     farewell ("Actually, goodbye."). Smart Turn gives such lines 0.03-0.3 on 8 kHz speech, which
     cost them the ``unsure_s`` wait; the transcriber writes the "?" only once the question is
     whole."""
-    t = text.strip().strip("\"'\u201d\u2019)").rstrip()
-    if t.endswith("?"):
-        return True
-    words = re.findall(r"[a-z'-]+", t.lower())
-    return bool(words) and words[-1] in _FAREWELLS and text_complete(t) is True
+    if text_complete(text) is not True:
+        return False
+    t = _bare(text)
+    words = _WORD.findall(t.lower())
+    return t.endswith("?") or (bool(words) and words[-1] in _FAREWELLS)
 
 
 def is_opener(text: str, max_words: int = 2) -> bool:
