@@ -16,6 +16,8 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,9 +123,6 @@ def wait_healthy(
 ) -> str | None:
     """Poll ``url`` until it answers 200 (None), or say why not: ``proc`` exited first, or
     ``timeout_s`` passed. The bench and the caller simulator wait for their servers so."""
-    import urllib.error
-    import urllib.request
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:

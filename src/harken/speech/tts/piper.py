@@ -8,12 +8,13 @@ and thread count, shared by every :class:`PiperEngine` and every call. Load it a
 Synthesis runs in the TTS executor, sentence by sentence. Where the ``onnx`` package can cut the
 voice at its vocoder (:mod:`harken.speech.tts.piper_split`; the default voice can), a sentence's
 audio streams out in growing chunks: the first ~0.28 s of audio costs the encoder plus one short
-decode (~75 ms for a 4-word clause here, against ~150 ms for the whole clause), and an abandoned
-stream stops before its next chunk. Otherwise each sentence is one whole inference. Both paths
-give the same samples: the model's output times a fixed ``gain`` (Piper's own per-sentence peak
-normalisation needs the whole sentence first; the raw output's loudness is as even, +-1.3 dB
-over the built-in flow's lines against +-1.5 dB normalised). The model reports no timing, so word
-timings are estimated per sentence over the voiced part of that sentence's audio.
+decode (first audio of a 12-word sentence ~120 ms here, against ~320 ms for the whole sentence;
+docs/speech.md), and an abandoned stream stops before its next chunk. Otherwise each sentence is
+one whole inference. Both paths scale the same way: the model's output times a fixed ``gain``
+(Piper's own per-sentence peak normalisation needs the whole sentence first; the raw output's
+loudness is as even, +-1.3 dB over the built-in flow's lines against +-1.5 dB normalised). The
+model reports no timing, so word timings are estimated per sentence over the voiced part of
+that sentence's audio.
 
 Piper is imported lazily: without the extra, :class:`PiperEngine` raises a ``ConfigError`` that
 says how to install it, and :func:`piper_available` is False (the default voice is then
