@@ -266,7 +266,9 @@ def test_gate_misses_no_onsets_of_the_model_only_baseline() -> None:
     assert len(baseline) == len(truth)
     assert len(gated) == len(baseline)
     for g, b, t in zip(gated, baseline, truth, strict=True):
-        assert g[0] - b[0] <= 0.032, (g, b)
+        # one 32 ms window, compared with float slack (a fresh clone read 9.696000000000002
+        # against 9.664: exactly one window, 2e-15 over in floating point)
+        assert g[0] - b[0] <= 0.032 + 1e-9, (g, b)
         assert g[0] >= t[0] - 0.08, (g, t)
     assert everything.model_windows == everything.windows
     assert stream.model_windows < 0.6 * stream.windows
