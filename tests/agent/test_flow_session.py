@@ -507,3 +507,47 @@ def test_keys_complete_tells_a_whole_entry_from_one_still_being_typed() -> None:
     assert not party.keys_complete("1")  # 1, or 12: only "#" or the timeout can tell
     confirm = booked_session("a table for 2 tonight at 8", "lee", "skip")
     assert confirm.keys_complete("1") and confirm.keys_complete("2")
+
+
+@pytest.mark.parametrize(
+    ("said", "text", "entry"),
+    [
+        ((), "Hi.", False),  # nothing the flow can act on yet: the caller is probably not done
+        ((), "Hi, um", False),
+        ((), "I'd like to book a table.", None),  # an intent: no opinion
+        ((), "What time do you close?", None),
+        (("book a table",), "For three.", True),  # the asked party size: a whole answer
+        (("book a table",), "Fifty people.", False),  # breaks its rule: more may be coming
+        (("book a table",), "Friday.", None),  # a value for another slot
+        (("book a table", "3"), "Thursday.", True),
+        (("book a table", "3", "thursday"), "At seven thirty.", True),
+        (("book a table", "3", "thursday", "7 pm"), "My name is", False),
+        (("book a table", "3", "thursday", "7 pm"), "Maria Garcia.", None),  # free text
+        (("a table for 2 tonight at 8", "lee"), "Sure, it's five five five.", False),
+        (("a table for 2 tonight at 8", "lee"), "It's 555-867.", False),
+        (("a table for 2 tonight at 8", "lee"), "It's 555-8675.", None),  # valid, may go on
+        (("a table for 2 tonight at 8", "lee"), "It's 555-867-5309.", True),
+        (("a table for 2 tonight at 8", "lee"), "No thanks.", None),  # skips the optional slot
+        (("a table for 2 tonight at 8", "lee", "skip"), "Yes.", True),  # the read-back: yes
+        (("a table for 2 tonight at 8", "lee", "skip"), "No.", None),  # the change may follow
+        (("a table for 2 tonight at 8", "lee", "skip"), "No, make it five.", None),
+        (("a table for 2 tonight at 8", "lee", "skip"), "Blah blah.", False),
+    ],
+)
+def test_text_entry_tells_a_whole_answer_from_a_partial_one(
+    said: tuple[str, ...], text: str, entry: bool | None
+) -> None:
+    session = booked_session(*said)
+    before = session.state
+    assert session.text_entry(text) is entry
+    assert session.state == before  # asking changes nothing
+    assert session.on_text(text).matched_by is not None or entry is False
+
+
+def test_text_entry_has_no_opinion_while_a_tool_runs_or_after_the_end() -> None:
+    session = booked_session("a table for 2 tonight at 8", "lee", "skip")
+    tool_request(session.on_text("yes"))
+    assert session.text_entry("Hi.") is None  # a booking is pending
+    done = new_session()
+    done.on_text("goodbye")
+    assert done.done and done.text_entry("Hi.") is None

@@ -30,7 +30,14 @@ from harken.pipeline import Call, Pipeline
 from harken.speech.endpoint import Plan, is_opener, plan
 from harken.speech.models import package_dir
 from harken.speech.smart_turn import SmartTurn, default_smart_turn, log_mel_features
-from harken.speech.turn import TurnParams, TurnPool, TurnStage, decide, text_complete
+from harken.speech.turn import (
+    EntryHook,
+    TurnParams,
+    TurnPool,
+    TurnStage,
+    decide,
+    text_complete,
+)
 from harken.speech.vad import VadStage
 from harken.speech.vad_batch import SileroBatcher
 from harken.testing.stages import Recorder
@@ -81,6 +88,7 @@ def _padded(audio: np.ndarray, rate: int, before: float = 0.5, after: float = 0.
         ("My name is.", False),  # STT punctuates a pause after "is" too
         ("The number is", False),
         ("Yes, it is.", True),
+        ("Sure, it's 555-867-5309.", True),  # digits are words: the last is not "it's"
         ("yes", None),
         ("", None),
         ("   ", None),
@@ -139,6 +147,28 @@ def test_plan_waits_never_exceed_the_backstop() -> None:
     assert plan(None, "Fine.", TurnParams(model=False)) == Plan(0.0, "text", None)
 
 
+@pytest.mark.parametrize(
+    ("prob", "text", "entry", "expected"),
+    [
+        (0.1, "Yes.", True, Plan(0.0, "entry", 0.1)),  # a whole answer: no opener wait
+        (0.1, "Sure, it's 555-867-5309,", True, Plan(0.0, "entry", 0.1)),  # a comma alone
+        (0.9, "Tuesday and", True, Plan(2.0, "silence", 0.9)),  # words trailing off still veto
+        (0.99, "Hi.", False, Plan(1.2, "entry", 0.99)),  # nothing to act on: wait on
+        (0.1, "Five five five.", False, Plan(1.2, "entry", 0.1)),  # longer than unsure_s
+        (0.9, "My name is", False, Plan(2.0, "silence", 0.9)),  # a longer wait stands
+        (0.9, "Maria Garcia.", None, Plan(0.0, "model", 0.9)),  # no opinion: the table
+        (0.9, None, False, Plan(0.0, "model", 0.9)),  # no words, no dialogue verdict
+    ],
+)
+def test_plan_weighs_the_dialogue(
+    prob: float, text: str | None, entry: bool | None, expected: Plan
+) -> None:
+    assert plan(prob, text, TurnParams(), entry) == expected
+    off = TurnParams(entry=False)
+    assert plan(prob, text, off, entry) == plan(prob, text, off)
+    assert plan(prob, text, TurnParams(text="off"), entry) == plan(prob, None, TurnParams())
+
+
 def test_openers() -> None:
     assert is_opener("Okay.") and is_opener("Yes,") and is_opener("oh, sorry")
     assert not is_opener("Okay, goodbye.") and not is_opener("") and not is_opener("Sunday.")
@@ -154,6 +184,8 @@ def test_turn_params_validation() -> None:
         TurnParams(max_audio_s=10)
     with pytest.raises(ConfigError):
         TurnParams(silence_s=0)
+    with pytest.raises(ConfigError):
+        TurnParams(partial_s=-0.1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,9 +263,11 @@ class FakePool:
         self.requests[i][2](p)  # type: ignore[operator]
 
 
-async def _turn_call(params: TurnParams) -> tuple[Call, TurnStage, Recorder, FakePool]:
+async def _turn_call(
+    params: TurnParams, entry: EntryHook | None = None
+) -> tuple[Call, TurnStage, Recorder, FakePool]:
     pool = FakePool()
-    stage = TurnStage(params, pool=pool)  # type: ignore[arg-type]
+    stage = TurnStage(params, pool=pool, entry=entry)  # type: ignore[arg-type]
     recorder = Recorder()
     call = Call(Pipeline([stage, recorder]))
     await call.start(StartFrame(sample_rate_in=8000))
@@ -382,6 +416,52 @@ async def test_an_opener_waits_for_more_speech_then_ends() -> None:
     _audio(call, 1.18, 1.22)
     assert _ends(recorder) == [("model", 0.6, 0.95)]
     call.cancel()
+
+
+async def test_the_dialogue_holds_a_partial_answer_and_ends_a_whole_one() -> None:
+    asked: list[str] = []
+
+    def phone_number(text: str) -> bool | None:
+        asked.append(text)
+        digits = sum(c.isdigit() for c in text)
+        return None if not digits else digits >= 10
+
+    call, _stage, recorder, pool = await _turn_call(TurnParams(silence_s=3.0), phone_number)
+    call.system(UserStartedSpeakingFrame(timestamp=0.2))
+    _audio(call, 0.0, 1.5)
+    call.feed(TranscriptFrame("It's 555.", final=True))
+    call.system(UserStoppedSpeakingFrame(timestamp=1.4))
+    pool.answer(0.95)  # Smart Turn: complete; the dialogue: three digits are not a number
+    _audio(call, 1.5, 2.58)
+    assert _ends(recorder) == []
+    call.system(UserStartedSpeakingFrame(timestamp=2.4))  # the caller goes on
+    _audio(call, 2.58, 3.5)
+    call.feed(TranscriptFrame("867-5309.", final=True))
+    call.system(UserStoppedSpeakingFrame(timestamp=3.4))
+    assert _ends(recorder) == []  # the model's verdict is pending
+    pool.answer(0.05)  # the model unsure; ten digits are a whole answer
+    assert _ends(recorder) == [("entry", 3.4, 0.05)]
+    assert asked == ["It's 555.", "It's 555. 867-5309."]  # each pause asks once per text
+    call.cancel()
+
+
+async def test_the_partial_wait_ends_the_turn_and_a_failing_hook_is_ignored() -> None:
+    def broken(text: str) -> bool | None:
+        raise RuntimeError("a bug in the brain")
+
+    for hook, end in ((lambda text: False, 2.6), (broken, 1.4)):
+        call, _stage, recorder, pool = await _turn_call(TurnParams(silence_s=3.0), hook)
+        call.system(UserStartedSpeakingFrame(timestamp=0.2))
+        _audio(call, 0.0, 1.5)
+        call.feed(TranscriptFrame("I need a table.", final=True))
+        call.system(UserStoppedSpeakingFrame(timestamp=1.4))
+        pool.answer(0.9)
+        if end > 2:
+            _audio(call, 1.5, end - 0.02)
+            assert _ends(recorder) == []  # complete to the model, not to the dialogue
+        _audio(call, max(1.5, end - 0.02), end + 0.02)
+        assert _ends(recorder) == [("entry" if end > 2 else "model", 1.4, 0.9)]
+        call.cancel()
 
 
 def _loud(call: Call, start: float, end: float, rate: int = 8000) -> None:

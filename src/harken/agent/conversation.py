@@ -175,6 +175,15 @@ class ConversationAgent:
             )
         )
         stt = SttService(self.stt, pass_audio=True)
+        numbers = {"from": info.from_number or "", "to": info.to_number or ""}
+        observer = CallObserver(
+            self.recorder,
+            ctx.call_id,
+            agent="llm" if self.llm is not None else f"flow:{self.flow.name}",
+            info={**numbers, **info.custom_parameters},
+            tracer=self.tracer,
+        )
+        brain = self.brain(ctx, observer)
         turn = TurnStage(
             TurnParams(
                 model=c.turn.model,
@@ -186,7 +195,10 @@ class ConversationAgent:
                 fallback_s=c.turn.fallback_ms / 1000,
                 wait_text_s=c.turn.wait_text_ms / 1000,
                 min_dbfs=c.vad.min_volume_dbfs,
-            )
+                entry=c.turn.entry,
+                partial_s=c.turn.partial_ms / 1000,
+            ),
+            entry=getattr(brain, "text_entry", None),
         )
         tts = TtsService(self.tts, sample_rate=rate_out)
 
@@ -194,16 +206,8 @@ class ConversationAgent:
             rec = tts.record(uid)
             return None if rec is None else rec.first_audio_s
 
-        numbers = {"from": info.from_number or "", "to": info.to_number or ""}
-        observer = CallObserver(
-            self.recorder,
-            ctx.call_id,
-            agent="llm" if self.llm is not None else f"flow:{self.flow.name}",
-            info={**numbers, **info.custom_parameters},
-            tracer=self.tracer,
-        )
         engine = ConversationEngine(
-            self.brain(ctx, observer),
+            brain,
             self.settings,
             heard=tts.heard_text,
             tts_delay=tts_delay,

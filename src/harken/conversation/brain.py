@@ -80,6 +80,9 @@ class Brain(Protocol):
 
     # optional: ``dtmf_complete(digits) -> bool``, True when the keys gathered so far are a
     # whole entry (the engine then answers at once instead of after ``dtmf_timeout_s``)
+    # optional: ``text_entry(text) -> bool | None``, whether a transcript so far is a whole
+    # answer to what was asked (True), nothing the brain can act on yet (False: the caller is
+    # probably still talking), or either (None); the turn detector weighs it (TurnParams.entry)
 
     def idle(self, count: int) -> AsyncIterator[Piece]: ...
 
@@ -113,6 +116,11 @@ class FlowBrain:
     def dtmf_complete(self, digits: str) -> bool:
         """Are the keys so far a whole entry (no need to wait for ``#`` or the timeout)?"""
         return self.session.keys_complete(digits)
+
+    def text_entry(self, text: str) -> bool | None:
+        """Is the transcript so far a whole answer to the flow's question? (dialogue-aware
+        endpointing; see :mod:`harken.agent.flow.entry`)"""
+        return self.session.text_entry(text)
 
     def idle(self, count: int) -> AsyncIterator[Piece]:
         return self._play(self.session.on_idle(count))

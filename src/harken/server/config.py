@@ -142,6 +142,8 @@ class TurnConfig:
     unsure_ms: int = 1000  # the words read complete, the model is unsure
     opener_ms: int = 600  # the turn is only "Okay." / "Sorry," / "No, wait": wait at least this
     fallback_ms: int = 700  # no model verdict in time (load): a plain silence timer
+    entry: bool = True  # weigh the brain's word on the words so far (dialogue-aware endpointing)
+    partial_ms: int = 1200  # the brain says the answer is not whole yet: wait at least this
     wait_text_ms: int = 1000  # wait up to this long after a stop for the transcript up to it
     max_cpu: float = 0.25  # the turn model's share of one core per process, at most
 
@@ -336,7 +338,8 @@ def validate(config: Config) -> Config:
     if a.turn.text not in ("off", "veto", "vote"):
         raise _Invalid(("agent", "turn", "text"), "choose off, veto or vote")
     t = a.turn
-    for name in ("silence_ms", "unsure_ms", "opener_ms", "fallback_ms", "wait_text_ms"):
+    waits = ("silence_ms", "unsure_ms", "opener_ms", "fallback_ms", "wait_text_ms", "partial_ms")
+    for name in waits:
         if getattr(t, name) < 0:
             raise _Invalid(("agent", "turn", name), "must be >= 0")
     if t.silence_ms <= 0:

@@ -22,6 +22,15 @@ words that do not trail off, the model unsure     ``unsure_s``                ``
 nothing says complete                              ``silence_s``               ``silence``
 =================================================  ==========================  ===========
 
+**The dialogue's word** (``entry``, from the brain's ``text_entry`` hook, when
+``TurnParams.entry`` is on) comes before the table: ``True`` (the words are a whole answer to
+what the agent asked: "Yes." to a read-back, ten digits when a phone number was asked for)
+ends the turn at once, reason ``entry``, unless the words trail off ("Tuesday and"; a trailing
+comma alone does not count); ``False`` (nothing the agent can act on yet, "Hi.", or a value that
+breaks the slot's rules, "Sure, it's five five five.") makes the table's wait at least
+``partial_s``. Fragments like these read complete in both the audio and the words; only the
+conversation says the caller is not done.
+
 **Openers.** A turn whose whole text is one or two words that people very often say *before*
 the rest of a sentence ("okay", "yes", "no", "sorry", "oh", "actually", "wait", "hi", "no
 wait", ...) ends only after ``opener_s`` of silence, whatever the model says: "Okay, | thanks,
@@ -86,7 +95,8 @@ alright right um uh hmm and but also now then look listen
 #: words a caller often says first and then goes on after a short pause ("Okay, | ...")
 OPENERS: Final = frozenset(_OPENERS.split())
 _TRAILING_OPEN: Final = (",", ";", ":", "-", "\u2013", "\u2014", "...", "\u2026")
-_WORD = re.compile(r"[a-z']+")
+_OPEN: Final = ",;:-.\u2013\u2014\u2026"  # the same, as characters to strip
+_WORD = re.compile(r"[a-z0-9']+")  # digits count: "It's 555-8675." ends in a number
 
 
 def _bare(text: str) -> str:
@@ -166,13 +176,22 @@ class Plan:
     confidence: float | None
 
 
-def plan(prob: float | None, text: str | None, params: TurnParams) -> Plan:
+def plan(
+    prob: float | None, text: str | None, params: TurnParams, entry: bool | None = None
+) -> Plan:
     """The silence after which a paused turn ends (see the module docstring for the table).
 
     ``prob`` is None when the model is off, failed or was skipped; ``text`` is None when no
-    transcript of the turn is known. No wait is longer than the backstop, ``silence_s``.
+    transcript of the turn is known; ``entry`` is the dialogue's word on ``text`` (None: none).
+    No wait is longer than the backstop, ``silence_s``.
     """
+    if not params.entry or text is None or params.text == "off":
+        entry = None
+    if entry is True and text is not None and text_complete(_bare(text).rstrip(_OPEN) + "."):
+        return Plan(0.0, "entry", prob)
     chosen = _plan(prob, text, params)
+    if entry is False and chosen.wait_s < params.partial_s:
+        chosen = Plan(params.partial_s, "entry", chosen.confidence)
     if chosen.wait_s > params.silence_s:
         return Plan(params.silence_s, chosen.reason, chosen.confidence)
     return chosen

@@ -41,6 +41,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -65,6 +66,7 @@ from harken.speech.smart_turn import SAMPLE_RATE
 from harken.speech.turn_pool import TurnPool, default_turn_pool
 
 __all__ = [
+    "EntryHook",
     "Plan",
     "TurnParams",
     "TurnPool",
@@ -78,6 +80,8 @@ __all__ = [
 log = logging.getLogger("harken.speech.turn")
 
 TextMode = Literal["off", "veto", "vote"]
+#: the dialogue's word on a transcript so far: a whole answer (True), not yet (False), or None
+EntryHook = Callable[[str], "bool | None"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,12 @@ class TurnParams:
     opener_s: float = 0.6
     #: no model verdict (it failed, or was skipped under load): a plain silence timer
     fallback_s: float = 0.7
+    #: weigh the dialogue's word on the words so far (the ``entry`` hook, e.g. the brain's
+    #: ``text_entry``): a whole answer ends the turn at once, a partial one waits ``partial_s``
+    entry: bool = True
+    #: the dialogue says the caller's answer is not whole yet ("Hi.", three digits of a phone
+    #: number): wait at least this long
+    partial_s: float = 1.2
     #: with an STT stage before this one: after a stop, wait up to this long (media time) for
     #: the transcript of the speech up to the stop before deciding (0: decide without it). The
     #: reply needs that transcript anyway, so waiting for it costs no latency when it comes.
@@ -127,8 +137,11 @@ class TurnParams:
             raise ConfigError(f"TurnParams.text must be off, veto or vote, not {self.text!r}")
         if self.silence_s <= 0 or self.pre_speech_s < 0 or self.trail_s < 0:
             raise ConfigError("TurnParams: silence_s > 0, pre_speech_s >= 0, trail_s >= 0")
-        if min(self.unsure_s, self.opener_s, self.fallback_s, self.wait_text_s) < 0:
-            raise ConfigError("TurnParams: unsure_s, opener_s, fallback_s, wait_text_s >= 0")
+        waits = (self.unsure_s, self.opener_s, self.fallback_s, self.wait_text_s, self.partial_s)
+        if min(waits) < 0:
+            raise ConfigError(
+                "TurnParams: unsure_s, opener_s, fallback_s, wait_text_s, partial_s >= 0"
+            )
         if not 0 < self.max_audio_s <= 8:
             raise ConfigError("TurnParams.max_audio_s must be in (0, 8]")
 
@@ -143,6 +156,8 @@ class TurnStage(Stage):
         "_buf",
         "_check_ts",
         "_end_ts",
+        "_entry",
+        "_entry_memo",
         "_fill",
         "_gen",
         "_heard_ts",
@@ -173,11 +188,14 @@ class TurnStage(Stage):
         params: TurnParams | None = None,
         *,
         pool: TurnPool | None = None,
+        entry: EntryHook | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
         self.params = params or TurnParams()
         self._pool = pool
+        self._entry = entry
+        self._entry_memo: tuple[str, bool | None] = ("", None)
         self._rate = 0
         self._buf: npt.NDArray[np.int16] = np.zeros(0, np.int16)
         self._fill = 0
@@ -302,6 +320,7 @@ class TurnStage(Stage):
         self._loud_until = 0.0
         self._hold_from = math.inf
         self._spec = False
+        self._entry_memo = ("", None)  # the dialogue may have moved on since the last pause
         self.stops.append((ts, self._end_ts))
         self._prob = None
         p = self.params
@@ -368,12 +387,29 @@ class TurnStage(Stage):
                 self._arm(waited)  # the transcript up to the stop is on its way
                 return
         prob = None if self._requested else self._prob
-        chosen = self._plan = plan(prob, self._text(), p)
+        text = self._text()
+        chosen = self._plan = plan(prob, text, p, self._entry_of(text))
         end = self._stop_ts + chosen.wait_s
         if now >= end:
             self._end_or_hold(chosen)
         else:
             self._arm(end)
+
+    def _entry_of(self, text: str | None) -> bool | None:
+        """The dialogue's word on the words so far (see :func:`plan`); None without a hook."""
+        hook = self._entry
+        if hook is None or text is None or not self.params.entry:
+            return None
+        said, verdict = self._entry_memo
+        if said == text:
+            return verdict
+        try:
+            verdict = hook(text)
+        except Exception:
+            log.exception("the entry hook failed on %r", text)
+            verdict = None
+        self._entry_memo = (text, verdict)
+        return verdict
 
     def _end_or_hold(self, chosen: Plan) -> None:
         """End the turn as planned, unless the caller is audible again (speech resuming that

@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from harken.agent.flow import entry
 from harken.agent.flow.compiled import (
     Branch,
     Ending,
@@ -164,24 +165,15 @@ class FlowSession:
         return self._finish(out)
 
     def keys_complete(self, keys: str) -> bool:
-        """Are these keys (typed so far, no ``#`` yet) a whole entry now, so the caller need
-        not wait for ``#`` or the gather timeout? A yes/no key, a choice's number, a key bound
-        to a global intent that no longer binding extends, or a full-length phone number."""
-        if self._done or self._pending is not None or not keys:
-            return False
-        asked = self._asked if self._mode == "node" else None
-        if asked is not None and asked.type == "phone":
-            body = (self._dtmf + keys).rsplit("*", 1)[-1]
-            return len(body) >= asked.rules.max_digits
-        if asked is not None and asked.type in ("number", "party_size"):
-            return False  # one key or two: only "#" or the timeout can tell
-        if asked is not None and asked.type == "choice" and keys.isdigit():
-            return len(asked.spec.options) < 10 and 1 <= int(keys) <= len(asked.spec.options)
-        yes_no = self._mode == "confirm" or (asked is not None and asked.type == "yes_no")
-        if yes_no and keys in ("1", "2"):
-            return True
-        bound = [g.dtmf for g in self._flow.globals if g.dtmf]
-        return keys in bound and not any(b != keys and b.startswith(keys) for b in bound)
+        """Are these keys (typed so far, no ``#`` yet) a whole entry now? (see
+        :func:`~harken.agent.flow.entry.keys_complete`)"""
+        return entry.keys_complete(self, keys)
+
+    def text_entry(self, text: str) -> bool | None:
+        """Is this transcript so far a whole answer to what was asked (True), nothing the flow
+        can act on yet (False), or can't it tell (None)? Changes nothing; see
+        :func:`~harken.agent.flow.entry.text_entry`."""
+        return entry.text_entry(self, text)
 
     def on_idle(self, count: int) -> FlowTurn:
         """The caller was silent; ``count`` is the number of idle prompts so far (1, 2, ...).

@@ -1,0 +1,105 @@
+"""Is what the caller has said (or typed) so far a whole answer to what the flow asked?
+
+The turn detector and the keypad gather ask this while the caller pauses, before the session
+acts on anything; nothing here changes the session. It is dialogue-aware endpointing: the audio
+and the words of a fragment ("Sure, it's five five five.", "Hi.") often read finished, while the
+conversation says they are not (a phone number was asked for, and three digits are not one).
+
+:func:`text_entry` answers for a transcript so far:
+
+``True``
+    a whole answer to the question just asked: a yes or no to a read-back or a yes/no question,
+    or a valid value for the asked slot (a phone number only from 10 digits on: a shorter valid
+    one may be a caller pausing between groups). The turn may end at once.
+``False``
+    nothing the flow could act on yet (it would answer "Sorry, I didn't catch that"), or a value
+    for the asked slot that breaks its rules ("that number sounds too short"): the caller is
+    probably still talking. The turn waits longer.
+``None``
+    no opinion: an intent, values for other slots, free text, a plain "no" (which is often
+    followed by the correction), or a session that is not listening.
+
+:func:`keys_complete` answers the same for keypad keys typed so far.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from harken.agent.flow.compiled import all_slot_specs, slot_candidates
+from harken.agent.flow.match import best_intent, extract
+from harken.agent.flow.rules import check
+from harken.agent.flow.slots import yes_no_of
+from harken.agent.flow.text import normalize
+
+if TYPE_CHECKING:
+    from harken.agent.flow.session import FlowSession
+
+__all__ = ["SPOKEN_PHONE_DIGITS", "keys_complete", "text_entry"]
+
+#: digits from which a spoken, valid phone number counts as whole (groups of 3-4 are paused over)
+SPOKEN_PHONE_DIGITS = 10
+# slot types whose valid value is a whole answer; free text ("Maria" ... "Garcia") is not
+_WHOLE = frozenset(("phone", "date", "time", "party_size", "number", "choice", "yes_no"))
+
+
+def text_entry(session: FlowSession, text: str) -> bool | None:
+    """Is ``text`` a whole answer to what the flow asked? (see the module docstring)"""
+    s = session
+    if s._done or s._pending is not None:
+        return None
+    utt = normalize(text)
+    if not utt.toks:
+        return None
+    flow, node = s._flow, s._node
+    hit = best_intent(node.matchers, [g.matcher for g in flow.globals], utt)
+    if s._mode in ("confirm", "correct"):
+        said = extract(utt, all_slot_specs(flow), None, s._today)
+        if said:
+            return None
+        answer = yes_no_of(utt.toks)
+        if answer is not None:
+            return True if answer.value is True and s._mode == "confirm" else None
+        return None if hit is not None else False
+    asked = s._asked
+    lenient = asked if asked is not None and (hit is None or not hit.strong) else None
+    found = extract(
+        utt,
+        slot_candidates(flow, node, s._slots),
+        (lenient.name, lenient.spec) if lenient is not None else None,
+        s._today,
+    )
+    if asked is not None and asked.name in found and (hit is None or not hit.strong):
+        value = found[asked.name]
+        if check(asked.type, value, asked.rules, s._today) is not None:
+            return False  # "that number sounds too short": more is coming, or a correction
+        if asked.type == "phone":
+            return sum(c.isdigit() for c in str(value)) >= SPOKEN_PHONE_DIGITS or None
+        return True if asked.type in _WHOLE else None
+    if hit is not None or found:
+        return None
+    if yes_no_of(utt.toks) is not None:
+        return None  # "No thanks." skips an optional slot; a yes or no may lead into more
+    return False  # a miss: nothing the flow understands yet
+
+
+def keys_complete(session: FlowSession, keys: str) -> bool:
+    """Are these keys (typed so far, no ``#`` yet) a whole entry now, so the caller need not
+    wait for ``#`` or the gather timeout? A yes/no key, a choice's number, a key bound to a
+    global intent that no longer binding extends, or a full-length phone number."""
+    s = session
+    if s._done or s._pending is not None or not keys:
+        return False
+    asked = s._asked if s._mode == "node" else None
+    if asked is not None and asked.type == "phone":
+        body = (s._dtmf + keys).rsplit("*", 1)[-1]
+        return len(body) >= asked.rules.max_digits
+    if asked is not None and asked.type in ("number", "party_size"):
+        return False  # one key or two: only "#" or the timeout can tell
+    if asked is not None and asked.type == "choice" and keys.isdigit():
+        return len(asked.spec.options) < 10 and 1 <= int(keys) <= len(asked.spec.options)
+    yes_no = s._mode == "confirm" or (asked is not None and asked.type == "yes_no")
+    if yes_no and keys in ("1", "2"):
+        return True
+    bound = [g.dtmf for g in s._flow.globals if g.dtmf]
+    return keys in bound and not any(b != keys and b.startswith(keys) for b in bound)
