@@ -1,12 +1,16 @@
-"""wait_healthy: the one ready-wait the bench and the caller simulator share."""
+"""wait_healthy (the one ready-wait the bench and the caller simulator share) and the
+bench's instruction counter."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 
-from harken.bench._proc import wait_healthy
+import pytest
+
+from harken.bench._proc import InstructionCounter, wait_healthy
 
 
 def _free_port() -> int:
@@ -44,3 +48,19 @@ def test_time_runs_out() -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_instruction_counter_counts_the_window_only() -> None:
+    counter = InstructionCounter(os.getpid(), tree=False)
+    sum(range(200_000))  # before the window: not counted
+    counter.start()
+    user, kernel = counter.stop()
+    if user is None:
+        pytest.skip("no hardware counters here (no PMU or no permission)")
+    assert kernel is not None
+    busy = InstructionCounter(os.getpid(), tree=False)
+    busy.start()
+    sum(range(200_000))
+    busy_user, _ = busy.stop()
+    assert busy_user is not None
+    assert user < 1_000_000 < busy_user

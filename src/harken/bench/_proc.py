@@ -10,10 +10,10 @@ from ``/proc/PID/status`` (``VmRSS``). The load generator measures itself with
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import resource
-import shutil
-import signal
+import struct
 import subprocess
 import time
 import urllib.error
@@ -212,45 +212,83 @@ def steal_percent(a: tuple[int, int], b: tuple[int, int]) -> float:
 
 
 class InstructionCounter:
-    """Instructions a process tree retires during a window (``perf stat`` attached to it), in
-    user and kernel mode. Unlike CPU time they do not depend on what else runs on the machine
-    (other processes, a busy host slowing every instruction), so they compare two versions of
-    a server measured at different times. ``tree``: the process and its descendants (a server);
-    else the process alone (the generator, whose children are the servers). Counts None where
-    ``perf`` is missing or refused."""
+    """Instructions a process tree retires during a window, in user and kernel mode, from the
+    kernel's hardware counters (``perf_event_open``, one pair per thread). Unlike CPU time they
+    do not depend on what else runs on the machine (other processes, a busy host slowing every
+    instruction), so they compare two versions of a server measured at different times.
+    ``tree``: the process and its descendants (a server); else the process alone (the
+    generator, whose children are the servers). Counts None where the counters cannot be
+    opened (not Linux, no permission, no PMU).
+
+    Open the counter ahead of the window (in the warm-up) and read it at :meth:`start` and
+    :meth:`stop`: on this virtual machine, switching a counter on (``perf stat`` attaching, or
+    enabling its events) froze the measured CPU for ~150 ms, which inside the window made every
+    call's media late, then sent in a burst. The counters run from their opening; only the two
+    reads fall in the window (threads started after the opening are not counted, as with
+    ``perf stat -p``)."""
 
     def __init__(self, pid: int, tree: bool = True) -> None:
-        self._proc: subprocess.Popen[str] | None = None
-        perf = shutil.which("perf")
-        pids = tree_pids(pid) if tree else [pid]
-        if perf is None or not pids:
-            return
-        events = "instructions:u,instructions:k"
-        with contextlib.suppress(OSError):
-            self._proc = subprocess.Popen(
-                [perf, "stat", "-x,", "-e", events, "-p", ",".join(map(str, pids))],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+        self._fds: list[tuple[int, int]] = []  # (user, kernel) per thread
+        self._base: tuple[int, int] | None = None
+        for p in tree_pids(pid) if tree else [pid]:
+            try:
+                tids = [int(t) for t in os.listdir(_PROC / str(p) / "task")]
+            except OSError:
+                continue
+            for tid in tids:
+                user, kernel = _open_counter(tid, user=True), _open_counter(tid, user=False)
+                if user >= 0 and kernel >= 0:
+                    self._fds.append((user, kernel))
+                else:
+                    for fd in (user, kernel):
+                        if fd >= 0:
+                            os.close(fd)
+
+    def _read(self) -> tuple[int, int] | None:
+        if not self._fds:
+            return None
+        user = kernel = 0
+        try:
+            for u, k in self._fds:
+                user += int.from_bytes(os.read(u, 8), "little")
+                kernel += int.from_bytes(os.read(k, 8), "little")
+        except OSError:
+            return None
+        return user, kernel
+
+    def start(self) -> None:
+        """The window opens."""
+        self._base = self._read()
 
     def stop(self) -> tuple[int | None, int | None]:
-        """(user, kernel) instructions since the counter started."""
-        proc = self._proc
-        if proc is None:
+        """(user, kernel) instructions since :meth:`start`; closes the counters."""
+        end, base = self._read(), self._base
+        for pair in self._fds:
+            for fd in pair:
+                os.close(fd)
+        self._fds = []
+        if end is None or base is None:
             return None, None
-        self._proc = None
-        try:
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            proc.kill()
-            proc.wait()
-            return None, None
-        counts: dict[str, int] = {}
-        for line in err.splitlines():
-            fields = line.split(",")
-            if len(fields) > 2 and fields[0].isdigit():
-                counts[fields[2].split(":")[-1]] = int(fields[0])
-        return counts.get("u"), counts.get("k")
+        return end[0] - base[0], end[1] - base[1]
+
+
+_PERF_ATTR_SIZE = 128  # PERF_ATTR_SIZE_VER7
+_SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
+
+
+def _open_counter(tid: int, *, user: bool) -> int:
+    """A running instructions counter of thread ``tid`` (user or kernel mode); -1 if refused."""
+    nr = _SYS_PERF_EVENT_OPEN.get(os.uname().machine)
+    if nr is None:
+        return -1
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return -1
+    attr = bytearray(_PERF_ATTR_SIZE)
+    # type PERF_TYPE_HARDWARE (0), size, config PERF_COUNT_HW_INSTRUCTIONS (1)
+    struct.pack_into("<IIQ", attr, 0, 0, _PERF_ATTR_SIZE, 1)
+    # flags: exclude_kernel (bit 5) or exclude_user (bit 4), and exclude_hv (bit 6)
+    struct.pack_into("<Q", attr, 40, (1 << 5 if user else 1 << 4) | 1 << 6)
+    buf = (ctypes.c_char * _PERF_ATTR_SIZE).from_buffer(attr)
+    return int(libc.syscall(nr, buf, tid, -1, -1, 0))

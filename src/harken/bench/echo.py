@@ -207,9 +207,11 @@ async def run_level(
     gen = LoadGen(url, script, late_s=args.late_ms / 1000)
     tot = gen.totals
     await gen.ramp(calls, args.ramp_rate, progress=progress.show)
-    await _wait(args.warmup, "warm-up", tot, progress)
-    gc.collect()
+    gc.collect()  # in the warm-up: no full collection, no counter switched on in the window
     server_instr, own_instr = InstructionCounter(pid), InstructionCounter(os.getpid(), tree=False)
+    await _wait(args.warmup, "warm-up", tot, progress)
+    server_instr.start()
+    own_instr.start()
     a, sa, steal_a = sample_tree(pid), sample_self(), steal_ticks()
     tot.w0 = time.monotonic()
     tot.w1 = tot.w0 + args.duration
