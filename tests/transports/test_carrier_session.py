@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -92,6 +93,15 @@ def media_msg(i: int, payload: bytes = b"\x7f" * 160) -> str:
     )
 
 
+def twilio_media_msg(i: int, payload: bytes = b"\x7f" * 160) -> bytes:
+    """A media message as Twilio sends it (its key order, compact, bytes): the fast path."""
+    return (
+        b'{"event":"media","sequenceNumber":"%d","media":{"track":"inbound","chunk":"%d",'
+        b'"timestamp":"%d","payload":"%b"},"streamSid":"%b"}'
+        % (i + 2, i + 1, i * 20, base64.b64encode(payload), SID.encode())
+    )
+
+
 def mark_msg(name: str) -> str:
     return json.dumps(
         {"event": "mark", "sequenceNumber": "9", "streamSid": SID, "mark": {"name": name}}
@@ -123,13 +133,16 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_echo_audio_returns_with_marks_and_completion_by_mark_echo() -> None:
+@pytest.mark.parametrize("message", [media_msg, twilio_media_msg])
+async def test_echo_audio_returns_with_marks_and_completion_by_mark_echo(
+    message: Callable[[int, bytes], str | bytes],
+) -> None:
     s, link, spy = session(deadman_margin_s=5.0)
     s.receive_text('{"event":"connected","protocol":"Call","version":"1.0.0"}')
     s.receive_text(start_msg())
     tone = (np.sin(np.arange(160) / 3) * 100 + 128).astype(np.uint8).tobytes()
     for i in range(10):  # 200 ms = one echo utterance, paced as the carrier sends it
-        s.receive_text(media_msg(i, tone))
+        s.receive_text(message(i, tone))
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.1)
     media = link.of("media")
@@ -147,6 +160,7 @@ async def test_echo_audio_returns_with_marks_and_completion_by_mark_echo() -> No
     assert len(stopped) == 1
     assert stopped[0].strategy == "mark" and not stopped[0].interrupted
     assert stopped[0].played_s == pytest.approx(0.2)
+    assert s.codec.last_sequence == 11 and s.codec.sequence_gaps == 0
     s.receive_text(json.dumps({"event": "stop", "sequenceNumber": "20", "streamSid": SID}))
     assert s.task is not None
     await asyncio.wait_for(s.task, 1)
@@ -222,9 +236,11 @@ async def test_dtmf_becomes_a_frame() -> None:
         '{"event":"media","streamSid":"MZx","media":{"payload":"@@@"}}',
         '{"event":"media"}',
         "[1,2,3]",
+        twilio_media_msg(0).replace(b'"payload":"', b'"payload":"@'),  # the fast path's shape
+        twilio_media_msg(0).replace(b'"chunk":"1"', b'"chunk":"-1"'),
     ],
 )
-async def test_a_malformed_message_ends_only_that_call(bad: str) -> None:
+async def test_a_malformed_message_ends_only_that_call(bad: str | bytes) -> None:
     manager = CallManager()
     s1, link1, _ = session(manager)
     s2, link2, _ = session(manager)

@@ -12,7 +12,9 @@ templates.
 from __future__ import annotations
 
 import abc
+import re
 from binascii import a2b_base64, b2a_base64
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import orjson
@@ -39,6 +41,11 @@ _uint = _wire.uint
 #: Python-level ``__new__`` (about 0.2 us per message).
 _new_tuple = tuple.__new__
 
+
+def _no_match(data: bytes) -> None:
+    return None
+
+
 #: Event name -> handler method name, shared by every JSON carrier.
 _COMMON_HANDLERS = {
     "connected": "_on_connected",
@@ -59,6 +66,10 @@ class JsonStreamCodec(CarrierCodec):
     HANDLERS: ClassVar[dict[str, str]] = _COMMON_HANDLERS
     #: The carrier constrains the size of outbound audio chunks (see ``_check_payload_size``).
     SIZE_RULES: ClassVar[bool] = False
+    #: The fast path (see :meth:`media_audio`): everything of the carrier's usual media message
+    #: before the base64 payload, with the sequence number as group 1 (and, for
+    #: :meth:`receive_text`, the track, chunk and timestamp as groups 2-4); None: no fast path.
+    MEDIA_HEAD: ClassVar[re.Pattern[bytes] | None] = None
 
     def __init__(self, encoding: Encoding = "mulaw", sample_rate: int = 8000) -> None:
         super().__init__(encoding, sample_rate)
@@ -70,6 +81,9 @@ class JsonStreamCodec(CarrierCodec):
         self._clear_message = ""
         self._check_size = False
         self._in_16bit = False
+        #: what follows the payload in the usual media message of this stream (fast path)
+        self._media_tail: bytes | None = None
+        self._head_match: Callable[[bytes], re.Match[bytes] | None] = _no_match
 
     # ----------------------------------------------------------------------------------------
     # carrier hooks
@@ -83,6 +97,11 @@ class JsonStreamCodec(CarrierCodec):
         """Outbound templates for a started stream: media prefix and suffix (around the
         base64 payload), mark prefix and suffix (around the JSON-quoted name), clear message."""
 
+    def _inbound_media_tail(self, quoted_sid: str) -> bytes:
+        """What follows the base64 payload in the usual inbound media message (with
+        :attr:`MEDIA_HEAD`): the rest of the message, stream id included."""
+        raise NotImplementedError
+
     def _check_payload_size(self, size: int) -> None:
         """Reject outbound audio the carrier would mis-play (default: whole 16-bit samples)."""
         if size & 1 and self.output_encoding in ("l16", "l16be"):
@@ -92,6 +111,15 @@ class JsonStreamCodec(CarrierCodec):
     # inbound
 
     def receive_text(self, text: str | bytes) -> Event:
+        if type(text) is bytes:
+            audio = self.media_audio(text)
+            if audio is not None:
+                head = self._head_match(text)
+                assert head is not None
+                seq, track, chunk, timestamp = head.groups()
+                return _new_tuple(
+                    MediaReceived, (audio, int(timestamp), int(seq), int(chunk), track.decode())
+                )
         try:
             msg = _loads(text)
         except _JSONDecodeError as exc:
@@ -110,6 +138,40 @@ class JsonStreamCodec(CarrierCodec):
             return UnknownEvent(event)
         result: Event = getattr(self, handler)(msg)
         return result
+
+    def media_audio(self, data: bytes) -> bytes | None:
+        """The audio of ``data`` if it is a media message in the carrier's usual form (the
+        hot path: no JSON parse, no event object); None for anything else, which the caller
+        passes to :meth:`receive_text`. Accepting a message here has exactly the effects
+        :meth:`receive_text` would have (sequence numbers are tracked).
+
+        A strict byte-level reading: :attr:`MEDIA_HEAD`, a payload of base64 characters only
+        (so the JSON string holds no escape and no quote) and the stream's own tail, exactly.
+        Whatever it does not accept (other key orders, spacing, another stream id, bad
+        base64, ...) returns None *before* any state changes; the full parser then accepts it
+        or raises its precise error."""
+        tail = self._media_tail  # None unless streaming with a fast path
+        if tail is None or not data.endswith(tail):
+            return None
+        head = self._head_match(data)
+        if head is None:
+            return None
+        start, stop = head.end(), len(data) - len(tail)
+        if stop <= start:
+            return None
+        try:
+            audio = a2b_base64(data[start:stop], strict_mode=True)
+        except ValueError:
+            return None
+        if len(audio) & 1 and self._in_16bit:
+            return None
+        seq = int(head.group(1))  # at most 18 digits (the pattern)
+        last = self.last_sequence
+        if last is not None and seq == last + 1:
+            self.last_sequence = seq
+        else:
+            self._note_sequence(seq)
+        return audio
 
     def _on_media(self, msg: dict[str, Any]) -> MediaReceived:
         if self.state != STREAMING:
@@ -188,13 +250,17 @@ class JsonStreamCodec(CarrierCodec):
         self._in_16bit = started.encoding in ("l16", "l16be")
         self._set_output_format(started)
         self._check_size = self.SIZE_RULES or self.output_encoding in ("l16", "l16be")
+        quoted_sid = _wire.dumps(started.stream_id)
         (
             self._media_prefix,
             self._media_suffix,
             self._mark_prefix,
             self._mark_suffix,
             self._clear_message,
-        ) = self._templates(_wire.dumps(started.stream_id))
+        ) = self._templates(quoted_sid)
+        if self.MEDIA_HEAD is not None:
+            self._head_match = self.MEDIA_HEAD.match
+            self._media_tail = self._inbound_media_tail(quoted_sid)
         return started
 
     def _set_output_format(self, started: StreamStarted) -> None:
@@ -235,6 +301,7 @@ class JsonStreamCodec(CarrierCodec):
     def _stopped(self) -> None:
         super()._stopped()
         self._media_prefix = None
+        self._media_tail = None
 
     def _require_streaming_event(self, msg: dict[str, Any], event: str) -> None:
         if self.state != STREAMING:

@@ -118,6 +118,12 @@ class CarrierCodec(abc.ABC):
     def receive_text(self, text: str | bytes) -> Event:
         """Parse one text frame (``bytes`` are accepted and must be UTF-8)."""
 
+    def media_audio(self, data: bytes) -> bytes | None:
+        """The hot path for a text frame: the audio of ``data`` if it is a media message in
+        the carrier's usual form, with the effects :meth:`receive_text` would have; None for
+        anything else (then pass it to :meth:`receive_text`). By default nothing is taken."""
+        return None
+
     def receive_bytes(self, data: bytes) -> Event:
         """Parse one binary frame. Only Vonage sends binary frames."""
         raise RemoteProtocolError(f"{self.name}: unexpected binary frame ({len(data)} bytes)")
