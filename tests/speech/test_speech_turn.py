@@ -150,7 +150,8 @@ def test_plan_waits_never_exceed_the_backstop() -> None:
 @pytest.mark.parametrize(
     ("prob", "text", "entry", "expected"),
     [
-        (0.1, "Yes.", True, Plan(0.0, "entry", 0.1)),  # a whole answer: no opener wait
+        (0.1, "For three.", True, Plan(0.0, "entry", 0.1)),  # a whole answer: at once
+        (0.1, "Okay.", True, Plan(0.6, "entry", 0.1)),  # an opener still waits: "Okay, bye"
         (0.1, "Sure, it's 555-867-5309,", True, Plan(0.0, "entry", 0.1)),  # a comma alone
         (0.9, "Tuesday and", True, Plan(2.0, "silence", 0.9)),  # words trailing off still veto
         (0.99, "Hi.", False, Plan(1.2, "entry", 0.99)),  # nothing to act on: wait on
@@ -158,6 +159,9 @@ def test_plan_waits_never_exceed_the_backstop() -> None:
         (0.9, "My name is", False, Plan(2.0, "silence", 0.9)),  # a longer wait stands
         (0.9, "Maria Garcia.", None, Plan(0.0, "model", 0.9)),  # no opinion: the table
         (0.9, None, False, Plan(0.0, "model", 0.9)),  # no words, no dialogue verdict
+        (0.9, "I'd like to book.", None, Plan(1.2, "entry", 0.9)),  # book what?
+        (0.9, "I'd like to book a table.", None, Plan(0.0, "model", 0.9)),
+        (0.9, "I'm going to.", None, Plan(2.0, "silence", 0.9)),  # "to" alone trails off
     ],
 )
 def test_plan_weighs_the_dialogue(
@@ -166,6 +170,8 @@ def test_plan_weighs_the_dialogue(
     assert plan(prob, text, TurnParams(), entry) == expected
     off = TurnParams(entry=False)
     assert plan(prob, text, off, entry) == plan(prob, text, off)
+    if entry is not None:  # no hook: the words alone
+        assert plan(prob, text, TurnParams(), None).reason != "entry"
     assert plan(prob, text, TurnParams(text="off"), entry) == plan(prob, None, TurnParams())
 
 

@@ -24,12 +24,14 @@ nothing says complete                              ``silence_s``               `
 
 **The dialogue's word** (``entry``, from the brain's ``text_entry`` hook, when
 ``TurnParams.entry`` is on) comes before the table: ``True`` (the words are a whole answer to
-what the agent asked: "Yes." to a read-back, ten digits when a phone number was asked for)
-ends the turn at once, reason ``entry``, unless the words trail off ("Tuesday and"; a trailing
-comma alone does not count); ``False`` (nothing the agent can act on yet, "Hi.", or a value that
-breaks the slot's rules, "Sure, it's five five five.") makes the table's wait at least
-``partial_s``. Fragments like these read complete in both the audio and the words; only the
-conversation says the caller is not done.
+what the agent asked: "For three." to "how many?", ten digits when a phone number was asked
+for) ends the turn at once, reason ``entry`` (an opener still waits ``opener_s``: "Okay," is a
+yes to "anything else?" and goes on "goodbye"), unless the words trail off ("Tuesday and"; a
+trailing comma alone does not count); ``False`` (nothing the agent can act on yet, "Hi.", or
+a value that breaks the slot's rules, "Sure, it's five five five.") makes the table's wait at
+least ``partial_s``, as do words that end on a wish whose object is still to come ("I'd like
+to book.", :func:`text_partial`; with or without a dialogue). Fragments like these read
+complete in both the audio and the words; only the conversation says the caller is not done.
 
 **Openers.** A turn whose whole text is one or two words that people very often say *before*
 the rest of a sentence ("okay", "yes", "no", "sorry", "oh", "actually", "wait", "hi", "no
@@ -56,6 +58,7 @@ __all__ = [
     "is_opener",
     "plan",
     "text_complete",
+    "text_partial",
     "text_settled",
 ]
 
@@ -138,6 +141,20 @@ def text_settled(text: str) -> bool:
     return t.endswith("?") or (bool(words) and words[-1] in _FAREWELLS)
 
 
+# verbs a caller names first and then says what: "I'd like to book | a table for four"
+_WANTS: Final = frozenset(
+    {"book", "reserve", "make", "order", "get", "change", "cancel", "move", "add", "schedule"}
+    | {"arrange", "ask", "know"}
+)
+
+
+def text_partial(text: str) -> bool:
+    """The words end on a wish whose object has not been said: "I'd like to book.", "I want
+    to make." (Whisper writes the full stop anyway). Such a turn waits ``partial_s``."""
+    words = _WORD.findall(_bare(text).lower())
+    return len(words) >= 2 and words[-2] == "to" and words[-1] in _WANTS
+
+
 def is_opener(text: str, max_words: int = 2) -> bool:
     """True when the whole of ``text`` is one or two opener words ("Okay.", "No, wait.")."""
     words = _WORD.findall(text.lower())
@@ -188,8 +205,11 @@ def plan(
     if not params.entry or text is None or params.text == "off":
         entry = None
     if entry is True and text is not None and text_complete(_bare(text).rstrip(_OPEN) + "."):
-        return Plan(0.0, "entry", prob)
+        # an opener still waits: "Okay," is a yes to "anything else?" and goes on "goodbye"
+        return Plan(params.opener_s if is_opener(text) else 0.0, "entry", prob)
     chosen = _plan(prob, text, params)
+    if text is not None and params.text != "off" and text_partial(text):
+        entry = False
     if entry is False and chosen.wait_s < params.partial_s:
         chosen = Plan(params.partial_s, "entry", chosen.confidence)
     if chosen.wait_s > params.silence_s:
