@@ -391,3 +391,41 @@ async def test_an_alaw_stream_is_decoded_and_echoed_as_alaw() -> None:
     (media,) = link.of("media")
     echoed = base64.b64decode(media["media"]["payload"])  # type: ignore[index]
     assert alaw_decode(echoed) == alaw_decode(tone)
+
+
+class BatchLink(FakeLink):
+    """A link that sends several texts in one write (as PicowsLink does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[list[str]] = []
+
+    def send_text(self, text: str) -> None:
+        self.send_texts([text])
+
+    def send_texts(self, texts: list[str]) -> None:
+        self.writes.append([json.loads(t)["event"] for t in texts])
+        for text in texts:
+            super().send_text(text)
+
+
+async def test_an_audio_chunk_and_its_mark_go_out_in_one_write() -> None:
+    link = BatchLink()
+    s = CarrierSession(
+        TwilioCodec(),
+        link,
+        CallManager(),
+        lambda info, rate_in, rate_out: [EchoAgent(rate_in, utterance_s=0.2)],
+        playback=PlaybackSettings(mark_interval_s=0.04),
+    )
+    s.receive_text(start_msg())
+    await settle()
+    for i in range(10):
+        s.receive_text(twilio_media_msg(i))
+        await asyncio.sleep(0.02)
+    events = [e for write in link.writes for e in write]
+    assert events == [m["event"] for m in link.sent]  # nothing lost or reordered
+    assert events.count("media") == 10
+    # a mark every 2 frames rides with the frame before it; the end mark follows on its own
+    assert link.writes[:4] == [["media"], ["media", "mark"], ["media"], ["media", "mark"]]
+    assert link.writes[-2:] == [["media", "mark"], ["mark"]]

@@ -50,8 +50,22 @@ class PicowsLink:
 
     def send_text(self, text: str) -> None:
         t = self.transport
-        if t is not None and not t.is_close_frame_sent:
-            t.send(_TEXT, text.encode())
+        if t is not None:  # picows drops a send after the close frame (and encodes the str)
+            t.send(_TEXT, text)
+
+    def send_texts(self, texts: list[str]) -> None:
+        """Several text messages in one write (one system call): server frames are unmasked,
+        so each is its header and the UTF-8 text; the write goes through the same transport
+        as picows's own, after whatever it has buffered."""
+        t = self.transport
+        if t is None or t.is_close_frame_sent or t.is_disconnected:
+            return
+        parts: list[bytes] = []
+        for text in texts:
+            data = text.encode()
+            parts.append(_text_header(len(data)))
+            parts.append(data)
+        t.underlying_transport.write(b"".join(parts))
 
     def send_bytes(self, data: bytes) -> None:
         t = self.transport
@@ -73,6 +87,15 @@ class PicowsLink:
     def resume_reading(self) -> None:
         if self.transport is not None:
             self.transport.underlying_transport.resume_reading()
+
+
+def _text_header(size: int) -> bytes:
+    """The header of a final, unmasked text frame carrying ``size`` bytes (RFC 6455 5.2)."""
+    if size < 126:
+        return bytes((0x81, size))
+    if size < 1 << 16:
+        return b"\x81\x7e" + size.to_bytes(2, "big")
+    return b"\x81\x7f" + size.to_bytes(8, "big")
 
 
 class MediaListener(WSListener):

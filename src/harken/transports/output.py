@@ -26,7 +26,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from harken.errors import AudioError
 from harken.frames import (
@@ -47,7 +47,7 @@ from harken.frames import (
 )
 from harken.protocols.base import CarrierCodec
 from harken.transports.output_base import PlaybackOutput
-from harken.transports.pacer import AUDIO, Pacer
+from harken.transports.pacer import AUDIO, Pacer, Release
 from harken.transports.playback import PlaybackTracker
 from harken.transports.wire_audio import BYTES_PER_SAMPLE, SILENCE_BYTE, encoder
 
@@ -70,6 +70,14 @@ class Link(Protocol):
     def pause_reading(self) -> None: ...
 
     def resume_reading(self) -> None: ...
+
+
+@runtime_checkable
+class BatchLink(Link, Protocol):
+    """A link that can also send several text messages in one write (one system call for an
+    audio chunk and the mark right after it); :class:`CarrierOutput` uses it where offered."""
+
+    def send_texts(self, texts: list[str]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +170,9 @@ class CarrierOutput(PlaybackOutput):
         self._announce: list[tuple[float, int]] = []  # (offset, uid) not yet audible
         self._clock: PacerClock | None = None
         self._paused_at: float | None = None
+        self._send_texts: Callable[[list[str]], None] | None = (
+            link.send_texts if isinstance(link, BatchLink) else None
+        )
         #: the loop's clock, bound on first use (see _bind_now)
         self._now: Callable[[], float] = self._bind_now
 
@@ -299,26 +310,59 @@ class CarrierOutput(PlaybackOutput):
         pacer = self.pacer
         released = pacer.release(now)
         if released:
-            codec, link = self.codec, self.link
-            for kind, data, name, offset_s in released:
-                if kind == AUDIO:
-                    if self.on_sent is not None:
-                        self.on_sent(data, now)
-                    message = codec.media(data)
-                    if isinstance(message, str):
-                        link.send_text(message)
-                    else:
-                        link.send_bytes(message)
-                    announce = self._announce
-                    while announce and announce[0][0] <= offset_s + 1e-9:
-                        _, uid = announce.pop(0)
-                        self._broadcast(AgentStartedSpeakingFrame(utterance_id=uid))
+            if len(released) == 1 and not self._announce and self.on_sent is None:
+                kind, data, name, _ = released[0]  # in step: one chunk (or one mark) a frame
+                codec = self.codec
+                message = codec.media(data) if kind == AUDIO else codec.mark(name)
+                if isinstance(message, str):
+                    self.link.send_text(message)
                 else:
-                    link.send_text(codec.mark(name))
+                    self.link.send_bytes(message)
+            else:
+                self._send(released, now)
         # the clock is needed to release held audio, or to resolve a finished utterance
         # (_needs_clock, inline: this runs for every frame)
         if pacer.holding or self._waiters or self.tracker.finished:
             self._want_clock()
+
+    def _send(self, released: list[Release], now: float) -> None:
+        """Put released audio and marks on the wire, in order; consecutive text messages go
+        in one write where the link can (an audio chunk and its mark: one system call)."""
+        codec, link = self.codec, self.link
+        texts: list[str] = []
+        for kind, data, name, offset_s in released:
+            if kind == AUDIO:
+                if self.on_sent is not None:
+                    self.on_sent(data, now)
+                message = codec.media(data)
+                if isinstance(message, str):
+                    texts.append(message)
+                else:
+                    if texts:
+                        self._send_all(texts)
+                        texts = []
+                    link.send_bytes(message)
+                announce = self._announce
+                if announce and announce[0][0] <= offset_s + 1e-9:
+                    if texts:  # on the wire before any stage hears of it
+                        self._send_all(texts)
+                        texts = []
+                    while announce and announce[0][0] <= offset_s + 1e-9:
+                        _, uid = announce.pop(0)
+                        self._broadcast(AgentStartedSpeakingFrame(utterance_id=uid))
+            else:
+                texts.append(codec.mark(name))
+        if texts:
+            self._send_all(texts)
+
+    def _send_all(self, texts: list[str]) -> None:
+        if len(texts) == 1:
+            self.link.send_text(texts[0])
+        elif self._send_texts is not None:
+            self._send_texts(texts)
+        else:
+            for text in texts:
+                self.link.send_text(text)
 
     def _want_clock(self) -> None:
         if self._clock is None:
