@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harken.errors import AudioError, ConfigError
 from harken.transports.pacer import AUDIO, MARK, Pacer
@@ -209,3 +211,53 @@ def test_awaiting_end_counts_finished_utterances_until_they_resolve() -> None:
     t.finish(3, 3.0, 0.0, 0.0, "h3.end")
     t.interrupt(2.5)
     assert t.finished == 0 and not t.active
+
+
+def _state(p: Pacer) -> tuple[object, ...]:
+    return (p.pushed_bytes, p.sent_bytes, p.dropped_bytes, round(p.far_end, 9), p.queued_s)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["chunk", "half", "mark", "pause", "resume", "idle"]),
+            st.floats(0.0, 0.09),  # time since the previous step
+            st.booleans(),  # live audio (trimmed)
+        ),
+        max_size=60,
+    )
+)
+def test_pass_through_is_push_trim_release_when_it_accepts(
+    steps: list[tuple[str, float, bool]],
+) -> None:
+    """The in-step fast path changes nothing when it declines, and when it accepts leaves the
+    pacer exactly as push + trim_live + release would, having released exactly that chunk."""
+    fast, ref = (Pacer(160, 8000, b"\xff" * 160), Pacer(160, 8000, b"\xff" * 160))
+    now = 100.0
+    for i, (op, dt, live) in enumerate(steps):
+        now += dt
+        max_s = 0.06 if live else None
+        if op in ("chunk", "half"):
+            data = bytes([i % 256]) * (160 if op == "chunk" else 80)
+            before = _state(fast)
+            if fast.pass_through(data, now, max_s):
+                sent_fast = [(AUDIO, data)]
+            else:
+                assert _state(fast) == before
+                fast.push(data)
+                if max_s is not None:
+                    fast.trim_live(now, max_s)
+                sent_fast = [(r.kind, r.data or r.name) for r in fast.release(now)]
+            ref.push(data)
+            if max_s is not None:
+                ref.trim_live(now, max_s)
+            assert sent_fast == [(r.kind, r.data or r.name) for r in ref.release(now)]
+        elif op == "mark":
+            fast.mark(f"m{i}")
+            ref.mark(f"m{i}")
+        elif op in ("pause", "resume"):
+            fast.paused = ref.paused = op == "pause"
+        else:
+            assert [tuple(r) for r in fast.release(now)] == [tuple(r) for r in ref.release(now)]
+        assert _state(fast) == _state(ref)

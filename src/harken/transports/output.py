@@ -227,20 +227,36 @@ class CarrierOutput(PlaybackOutput):
             self._open_utterance(self._auto_uid)
         data = self.encode(frame.pcm)
         pacer = self.pacer
+        now = self._now()
+        since = self._since_mark + len(data)
+        if (
+            (since < self.mark_every or not self.use_marks)
+            and not self._announce
+            and self.on_sent is None
+            and pacer.pass_through(data, now, self.live_max_s if self._live else None)
+        ):
+            # in step (4 frames in 5): straight onto the wire, no queue (Pacer.pass_through)
+            if self.use_marks:
+                self._since_mark = since
+            message = self.codec.media(data)
+            if isinstance(message, str):
+                self.link.send_text(message)
+            else:
+                self.link.send_bytes(message)
+            if self._waiters or self.tracker.finished:
+                self._want_clock()
+            return
         if not self.use_marks:
             pacer.push(data)
+        elif since < self.mark_every:  # no mark falls inside (4 frames in 5)
+            pacer.push(data)
+            self._since_mark = since
+        elif since == self.mark_every:  # a mark right after this frame (the 5th)
+            pacer.push(data)
+            self._since_mark = self.mark_every
+            self._mark_interval()
         else:
-            since = self._since_mark + len(data)
-            if since < self.mark_every:  # no mark falls inside (4 frames in 5)
-                pacer.push(data)
-                self._since_mark = since
-            elif since == self.mark_every:  # a mark right after this frame (the 5th)
-                pacer.push(data)
-                self._since_mark = self.mark_every
-                self._mark_interval()
-            else:
-                self._push_marked(data)
-        now = self._now()
+            self._push_marked(data)
         if self._live:
             # Live audio: keep at most live_max_s between the caller and the newest sample.
             # In step, a frame arrives, leaves and plays within a frame or two. After a stall a

@@ -136,6 +136,29 @@ class Pacer:
         self.far_end = far
         return out
 
+    def pass_through(self, data: bytes, now: float, live_max_s: float | None = None) -> bool:
+        """The in-step fast path of :meth:`push` + :meth:`trim_live` + :meth:`release` for one
+        chunk. When nothing is held or marked here, playback is not paused, ``data`` is exactly
+        one chunk and the far end has room for it (within the lead and, for live audio, within
+        ``live_max_s``), count it as pushed and released and return True: the caller sends
+        ``data`` now, exactly what :meth:`release` would have returned. Otherwise change nothing
+        and return False: the caller takes the general path."""
+        if self.paused or self._buf or self._marks or len(data) != self.chunk_bytes:
+            return False
+        far = self.far_end
+        if far < now:
+            far = now
+        step = self.step_s
+        if far + step > now + self.lead_s + 1e-9:  # the lead is full: release would hold it
+            return False
+        if live_max_s is not None and step + (far - now) - live_max_s > 1e-9:  # trim_live's test
+            return False
+        chunk = self.chunk_bytes
+        self.pushed_bytes += chunk
+        self.sent_bytes += chunk
+        self.far_end = far + step
+        return True
+
     def next_due(self, now: float) -> float | None:
         """When :meth:`release` will next have something to send (None: nothing waits)."""
         if self.paused:
