@@ -15,10 +15,12 @@ import sys
 import textwrap
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from harken.audio.g711 import ulaw_decode
 from harken.bench import speech_data as sd
 from harken.errors import ConfigError, ServiceError
 from harken.frames import (
@@ -272,6 +274,20 @@ def test_gate_misses_no_onsets_of_the_model_only_baseline() -> None:
         assert g[0] >= t[0] - 0.08, (g, t)
     assert everything.model_windows == everything.windows
     assert stream.model_windows < 0.6 * stream.windows
+
+
+def test_a_loud_window_the_model_skipped_is_no_evidence_of_silence() -> None:
+    """The suite's caller, as the server received it: "Oh, sorry, wrong number. | Bye!" with
+    180 ms between "number" and "Bye" (the gate stayed open). The model alone hears one turn to
+    after "Bye!". The gated VAD skips the model inside a resumed loud run and took the answer
+    of the pause's last model window for "Bye!": the speech stopped inside the word and never
+    started again, so "Bye!" was lost (the agent answered "Sorry, I didn't catch that")."""
+    pcm = ulaw_decode((Path(__file__).parent / "fixtures" / "wrong-number-bye.ulaw").read_bytes())
+    gated, _ = run_vad(pcm, 8000, VadParams())
+    baseline, _ = run_vad(pcm, 8000, VadParams(gate=False))
+    assert len(gated) == len(baseline) == 2
+    assert gated[-1][1] > 2.9  # "Bye!" ends at ~2.8 s: inside the speech
+    assert abs(gated[-1][1] - baseline[-1][1]) <= 0.032 + 1e-9
 
 
 def test_noise_alone_never_starts_speech() -> None:

@@ -376,6 +376,11 @@ class VadStream:
                     self._bank.cruise[self._row] = False
                     return
                 prob = rec[7][3]  # the answer of the model window it follows
+                if prob < self._neg and rec[4]:
+                    # loud, and the model never heard it: no evidence of silence. (Taking a
+                    # pause's answer, "Oh, sorry, wrong number. | Bye!" stopped the speech
+                    # inside "Bye!", which then never started: the model alone hears it all)
+                    prob = self._neg
             elif rec[6] == _GATED and rec[0] > hold_until:
                 break  # held back: it may still become a pre-roll window
             pending.popleft()
