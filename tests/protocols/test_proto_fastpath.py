@@ -1,5 +1,6 @@
-"""The byte-level fast path for Twilio media (``media_audio``): it takes exactly what the full
-JSON parser takes, with the same effects, and passes everything else on untouched."""
+"""The byte-level fast paths for Twilio media (``media_audio``) and mark echoes
+(``mark_echo``): they take exactly what the full JSON parser takes, with the same effects, and
+pass everything else on untouched."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harken.errors import RemoteProtocolError
-from harken.protocols.events import MediaReceived
+from harken.protocols.events import MarkEchoed, MediaReceived
 from harken.protocols.twilio import TwilioCodec
 
 SID = "MZ18ad3ab5a668481ce02b83e7395059f0"
@@ -24,7 +25,10 @@ FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 class FullParseTwilio(TwilioCodec):
     """The reference: the same codec with no fast path."""
 
-    MEDIA_HEAD = None
+    MEDIA_HEAD = None  # type: ignore[assignment]
+
+    def _mark_echo_pattern(self, quoted_sid: str) -> None:  # type: ignore[override]
+        return None
 
 
 def started(cls: type[TwilioCodec] = TwilioCodec, sid: str = SID) -> TwilioCodec:
@@ -200,3 +204,101 @@ def test_property_mutated_bytes(data: st.DataObject) -> None:
         message[at] = data.draw(st.integers(0, 255))
     raw = bytes(message)
     assert outcome(started(), raw) == outcome(started(FullParseTwilio), raw)
+
+
+def mark(name: str = "h1.2", seq: str = "5", sid: str = SID) -> bytes:
+    """A mark echo exactly as Twilio sends it."""
+    msg = {"event": "mark", "sequenceNumber": seq, "streamSid": sid, "mark": {"name": name}}
+    return json.dumps(msg, separators=(",", ":")).encode()
+
+
+def mark_outcome(codec: TwilioCodec, data: bytes) -> tuple[Any, ...]:
+    """As a carrier session feeds it: the mark fast path first, the full parser for the rest."""
+    fast = codec.mark_echo(data)
+    if fast is not None:
+        return MarkEchoed(*fast), codec.state, codec.last_sequence, codec.sequence_gaps
+    return outcome(codec, data)[:4]
+
+
+def test_mark_echoes_resolve_pending_and_flushed_marks_as_the_full_parser() -> None:
+    fast, full = started(), started(FullParseTwilio)
+    for codec in (fast, full):
+        for name in ("h1.1", "h1.2", "h1.3"):
+            codec.mark(name)
+        codec.clear()
+        codec.mark("h2.1")
+    echoes = [("h1.2", "3"), ("h2.1", "4"), ("never sent", "9"), ("h1.1", "6")]
+    got = [fast.mark_echo(mark(name, seq)) or ("", False) for name, seq in echoes]
+    assert got == [("h1.2", True), ("h2.1", False), ("never sent", False), ("h1.1", True)]
+    assert [full.receive_text(mark(name, seq)) for name, seq in echoes] == [
+        MarkEchoed(name, cleared) for name, cleared in got
+    ]
+    assert fast.pending_marks == full.pending_marks == ()
+    assert (fast.last_sequence, fast.sequence_gaps, fast.sequence_reorders) == (
+        full.last_sequence,
+        full.sequence_gaps,
+        full.sequence_reorders,
+    )
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        mark(name=""),
+        mark(name="a" * 257),
+        mark(name='say "hi"'),
+        mark(name="back\\slash"),
+        mark(name="caf\u00e9"),
+        mark(seq="-1"),
+        mark(seq="1" * 19),
+        mark(sid="MZother"),
+        mark().replace(b'"name":"', b'"name": "'),
+        mark()[:-1],
+        mark() + b" ",
+    ],
+)
+def test_unusual_mark_echoes_go_to_the_full_parser(data: bytes) -> None:
+    fast = started()
+    assert fast.mark_echo(data) is None
+    assert fast.last_sequence == 1  # nothing changed
+    assert outcome(fast, data) == outcome(started(FullParseTwilio), data)
+
+
+def test_no_mark_fast_path_outside_streaming() -> None:
+    assert TwilioCodec().mark_echo(mark()) is None
+    codec = started()
+    codec.receive_text(b'{"event":"stop","sequenceNumber":"3","streamSid":"' + SID.encode() + b'"}')
+    assert codec.mark_echo(mark()) is None
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    name=st.text(max_size=12) | st.sampled_from(["h1.2", "h1.end", " ", "~!#[]"]),
+    seq=fields,
+    sid=st.sampled_from([SID, "MZ"]),
+    sent=st.lists(st.sampled_from(["h1.2", "h1.end", " ", "x"]), max_size=3),
+    cleared=st.booleans(),
+)
+def test_property_mark_echo_same_result_as_the_full_parser(
+    name: str, seq: str, sid: str, sent: list[str], cleared: bool
+) -> None:
+    fast, full = started(), started(FullParseTwilio)
+    for codec in (fast, full):
+        for each in sent:
+            codec.mark(each)
+        if cleared:
+            codec.clear()
+    data = mark(name, seq, sid)
+    assert mark_outcome(fast, data) == outcome(full, data)[:4]
+    assert fast.pending_marks == full.pending_marks
+
+
+@FUZZ
+@given(data=st.data())
+def test_property_mutated_mark_bytes(data: st.DataObject) -> None:
+    message = bytearray(mark("h3.7", "12"))
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(message) - 1))
+        message[at] = data.draw(st.integers(0, 255))
+    raw = bytes(message)
+    assert mark_outcome(started(), raw) == outcome(started(FullParseTwilio), raw)[:4]

@@ -102,6 +102,14 @@ def twilio_media_msg(i: int, payload: bytes = b"\x7f" * 160) -> bytes:
     )
 
 
+def twilio_mark_msg(name: str) -> bytes:
+    """A mark echo as Twilio sends it: the mark fast path."""
+    return b'{"event":"mark","sequenceNumber":"9","streamSid":"%b","mark":{"name":"%b"}}' % (
+        SID.encode(),
+        name.encode(),
+    )
+
+
 def mark_msg(name: str) -> str:
     return json.dumps(
         {"event": "mark", "sequenceNumber": "9", "streamSid": SID, "mark": {"name": name}}
@@ -155,7 +163,7 @@ async def test_echo_audio_returns_with_marks_and_completion_by_mark_echo(
     started = spy.of(AgentStartedSpeakingFrame)
     assert len(started) == 1
     for name in marks:  # Twilio plays the audio and echoes every mark
-        s.receive_text(mark_msg(name))
+        s.receive_text(mark_msg(name) if message is media_msg else twilio_mark_msg(name))
     stopped = spy.of(AgentStoppedSpeakingFrame)
     assert len(stopped) == 1
     assert stopped[0].strategy == "mark" and not stopped[0].interrupted

@@ -242,7 +242,7 @@ def test_pass_through_is_push_trim_release_when_it_accepts(
             data = bytes([i % 256]) * (160 if op == "chunk" else 80)
             before = _state(fast)
             if fast.pass_through(data, now, max_s):
-                sent_fast = [(AUDIO, data)]
+                sent_fast: list[tuple[int, bytes | str]] = [(AUDIO, data)]
             else:
                 assert _state(fast) == before
                 fast.push(data)

@@ -84,6 +84,7 @@ class JsonStreamCodec(CarrierCodec):
         #: what follows the payload in the usual media message of this stream (fast path)
         self._media_tail: bytes | None = None
         self._head_match: Callable[[bytes], re.Match[bytes] | None] = _no_match
+        self._mark_match: Callable[[bytes], re.Match[bytes] | None] = _no_match
 
     # ----------------------------------------------------------------------------------------
     # carrier hooks
@@ -101,6 +102,12 @@ class JsonStreamCodec(CarrierCodec):
         """What follows the base64 payload in the usual inbound media message (with
         :attr:`MEDIA_HEAD`): the rest of the message, stream id included."""
         raise NotImplementedError
+
+    def _mark_echo_pattern(self, quoted_sid: str) -> re.Pattern[bytes] | None:
+        """The carrier's usual mark echo on this stream, whole (fast path; None: none): the
+        sequence number as group 1, the name as group 2, restricted to characters a JSON string
+        holds unescaped (printable ASCII but the quote and the backslash)."""
+        return None
 
     def _check_payload_size(self, size: int) -> None:
         """Reject outbound audio the carrier would mis-play (default: whole 16-bit samples)."""
@@ -172,6 +179,17 @@ class JsonStreamCodec(CarrierCodec):
         else:
             self._note_sequence(seq)
         return audio
+
+    def mark_echo(self, data: bytes) -> tuple[str, bool] | None:
+        """A mark echo in the carrier's usual form, read with one per-stream regex (see
+        :meth:`_mark_echo_pattern`; anything else, None, nothing changed): the effects and the
+        answer of :meth:`receive_text` without the JSON parse and the event object."""
+        found = self._mark_match(data)  # matches only while streaming
+        if found is None:
+            return None
+        self._note_sequence(int(found.group(1)))  # at most 18 digits (the pattern)
+        name = found.group(2).decode("ascii")
+        return name, self._mark_cleared(name)
 
     def _on_media(self, msg: dict[str, Any]) -> MediaReceived:
         if self.state != STREAMING:
@@ -261,6 +279,9 @@ class JsonStreamCodec(CarrierCodec):
         if self.MEDIA_HEAD is not None:
             self._head_match = self.MEDIA_HEAD.match
             self._media_tail = self._inbound_media_tail(quoted_sid)
+        mark = self._mark_echo_pattern(quoted_sid)
+        if mark is not None:
+            self._mark_match = mark.fullmatch
         return started
 
     def _set_output_format(self, started: StreamStarted) -> None:
@@ -302,6 +323,7 @@ class JsonStreamCodec(CarrierCodec):
         super()._stopped()
         self._media_prefix = None
         self._media_tail = None
+        self._mark_match = _no_match
 
     def _require_streaming_event(self, msg: dict[str, Any], event: str) -> None:
         if self.state != STREAMING:

@@ -124,6 +124,13 @@ class CarrierCodec(abc.ABC):
         anything else (then pass it to :meth:`receive_text`). By default nothing is taken."""
         return None
 
+    def mark_echo(self, data: bytes) -> tuple[str, bool] | None:
+        """The hot path for a mark echo: ``(name, cleared)`` if ``data`` is a mark echo in the
+        carrier's usual form, with the effects :meth:`receive_text` would have (the
+        :class:`MarkEchoed` it would return, as a tuple); None for anything else. By default
+        nothing is taken."""
+        return None
+
     def receive_bytes(self, data: bytes) -> Event:
         """Parse one binary frame. Only Vonage sends binary frames."""
         raise RemoteProtocolError(f"{self.name}: unexpected binary frame ({len(data)} bytes)")
@@ -230,19 +237,23 @@ class CarrierCodec(abc.ABC):
         self.state = STOPPED
 
     def _mark_echoed(self, name: str) -> MarkEchoed:
+        return MarkEchoed(name, cleared=self._mark_cleared(name))
+
+    def _mark_cleared(self, name: str) -> bool:
         """Resolve an echoed mark against what we sent: flushed marks first (the carrier
-        returns them before anything sent after the clear), then pending ones."""
+        returns them before anything sent after the clear), then pending ones. True: it was
+        flushed by a ``clear`` (not played)."""
         flushed = self._flushed
         if flushed and name in flushed:
             flushed.remove(name)
-            return MarkEchoed(name, cleared=True)
+            return True
         pending = self._pending
         if pending:
             if pending[0] == name:
                 pending.popleft()
             elif name in pending:
                 pending.remove(name)
-        return MarkEchoed(name, cleared=False)
+        return False
 
     def _audio_cleared(self) -> AudioCleared:
         """The carrier acknowledged our oldest unacknowledged ``clear``. The flushed marks are

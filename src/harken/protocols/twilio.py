@@ -117,6 +117,13 @@ class TwilioCodec(JsonStreamCodec):
     def _inbound_media_tail(self, quoted_sid: str) -> bytes:
         return b'"},"streamSid":' + quoted_sid.encode() + b"}"
 
+    def _mark_echo_pattern(self, quoted_sid: str) -> re.Pattern[bytes]:
+        return re.compile(
+            rb'\{"event":"mark","sequenceNumber":"([0-9]{1,18})","streamSid":'
+            + re.escape(quoted_sid.encode())
+            + rb',"mark":\{"name":"([ !#-\[\]-~]{1,256})"\}\}'
+        )
+
     def _templates(self, quoted_sid: str) -> tuple[str, str, str, str, str]:
         return (
             '{"event":"media","streamSid":' + quoted_sid + ',"media":{"payload":"',

@@ -128,6 +128,7 @@ class CarrierSession:
         self.outcome = ""
         self._decode = decoder(codec.encoding)
         self._media_audio = codec.media_audio
+        self._mark_echo = codec.mark_echo
         self._rate = codec.sample_rate
         self._pcm_bytes_per_s = 2 * codec.sample_rate
         self._early: list[AudioFrame] = []
@@ -142,12 +143,18 @@ class CarrierSession:
         if self.closed:
             return
         try:
-            # the hot path, 50 per second per call: a media message in the carrier's usual
-            # form is read at the byte level (None: anything else, parsed in full)
-            audio = self._media_audio(text) if type(text) is bytes else None
-            if audio is not None:
-                self._media(audio)
-                return
+            # the hot path, 50 per second per call: a media message (and a mark echo) in the
+            # carrier's usual form is read at the byte level; anything else is parsed in full
+            if type(text) is bytes:
+                audio = self._media_audio(text)
+                if audio is not None:
+                    self._media(audio)
+                    return
+                mark = self._mark_echo(text)
+                if mark is not None:
+                    if self.output is not None:
+                        self.output.on_mark(*mark)
+                    return
             event = self.codec.receive_text(text)
             if type(event) is MediaReceived:
                 self._media(event.payload)
