@@ -230,19 +230,25 @@ class CarrierOutput(PlaybackOutput):
         now = self._now()
         since = self._since_mark + len(data)
         if (
-            (since < self.mark_every or not self.use_marks)
+            (since <= self.mark_every or not self.use_marks)
             and not self._announce
             and self.on_sent is None
             and pacer.pass_through(data, now, self.live_max_s if self._live else None)
         ):
-            # in step (4 frames in 5): straight onto the wire, no queue (Pacer.pass_through)
-            if self.use_marks:
-                self._since_mark = since
+            # in step: straight onto the wire, no queue (Pacer.pass_through)
             message = self.codec.media(data)
-            if isinstance(message, str):
-                self.link.send_text(message)
+            if since == self.mark_every and self.use_marks:  # and the mark after it (1 in 5)
+                self._since_mark = 0
+                uid, name = self._mark_name()
+                self.tracker.note_mark(uid, name, pacer.pushed_bytes / self.bytes_per_s)
+                self._send_many(message, self.codec.mark(name))
             else:
-                self.link.send_bytes(message)
+                if self.use_marks:
+                    self._since_mark = since
+                if isinstance(message, str):
+                    self.link.send_text(message)
+                else:
+                    self.link.send_bytes(message)
             if self._waiters or self.tracker.finished:
                 self._want_clock()
             return
@@ -279,12 +285,16 @@ class CarrierOutput(PlaybackOutput):
 
     def _mark_interval(self) -> None:
         """An intermediate mark after the audio pushed so far (one mark interval of it)."""
+        self._since_mark = 0
+        uid, name = self._mark_name()
+        self.tracker.note_mark(uid, name, self.pacer.mark(name))
+
+    def _mark_name(self) -> tuple[int, str]:
+        """The utterance receiving audio and the name of its next intermediate mark."""
         uid = self._uid
         assert uid is not None
-        self._since_mark = 0
         self._mark_seq += 1
-        name = f"h{uid}.{self._mark_seq}"
-        self.tracker.note_mark(uid, name, self.pacer.mark(name))
+        return uid, f"h{uid}.{self._mark_seq}"
 
     def _trim_live(self) -> None:
         """Live audio: keep at most ``live_max_s`` between the caller and the newest sample."""
@@ -370,6 +380,14 @@ class CarrierOutput(PlaybackOutput):
                 texts.append(codec.mark(name))
         if texts:
             self._send_all(texts)
+
+    def _send_many(self, message: str | bytes, mark: str) -> None:
+        """An audio message and the mark right after it."""
+        if isinstance(message, str):
+            self._send_all([message, mark])
+        else:
+            self.link.send_bytes(message)
+            self.link.send_text(mark)
 
     def _send_all(self, texts: list[str]) -> None:
         if len(texts) == 1:
