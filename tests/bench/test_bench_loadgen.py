@@ -15,7 +15,14 @@ from harken.audio.g711 import ulaw_encode
 from harken.bench._measure import summarize
 from harken.bench.agents import ReplyInPlaceAgent, load_reply
 from harken.bench.callers import echo_script, reply_ulaw, speechlike, tone_reply
-from harken.bench.loadgen import FRAME_BYTES, CallerScript, LeanCall, LoadGen, Scheduler
+from harken.bench.loadgen import (
+    FRAME_BYTES,
+    CallerScript,
+    LeanCall,
+    LoadGen,
+    Scheduler,
+    _client_frame,
+)
 from harken.frames import (
     AudioFrame,
     Frame,
@@ -250,3 +257,19 @@ def test_a_non_verbatim_echo_is_matched_by_byte_count_alone() -> None:
 
 def _lean_call(gen: LoadGen) -> LeanCall:
     return LeanCall(gen, offset=7)
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_client_frames_carry_the_payload_with_a_zero_mask(size: int) -> None:
+    payload = b"x" * size
+    frame = _client_frame(payload)
+    assert frame[0] == 0x81 and frame[1] & 0x80  # final text frame, masked
+    length = frame[1] & 0x7F
+    header = 2
+    if length == 126:
+        length, header = int.from_bytes(frame[2:4], "big"), 4
+    elif length == 127:
+        length, header = int.from_bytes(frame[2:10], "big"), 10
+    assert length == size
+    assert frame[header : header + 4] == b"\0\0\0\0"  # the masking key: the payload as it is
+    assert frame[header + 4 :] == payload

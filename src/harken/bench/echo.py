@@ -37,6 +37,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ from harken.bench._servers import Server
 from harken.bench._servers import start as start_server
 from harken.bench.callers import echo_script, vad_script
 from harken.bench.loadgen import CallerScript, LoadGen, Totals
+from harken.server.worker import loop_factory
 
 SCENARIOS = ("echo", "vad")
 GENERATOR_SATURATED_PCT = 85.0  # generator CPU (of its core) at which it counts as saturated
@@ -290,6 +292,14 @@ async def run_level(
     return rec
 
 
+def _run(main: Coroutine[Any, Any, Record]) -> Record:
+    """Run one level's generator on uvloop where installed, as the server does: less dispatch
+    cost per socket event (at 400 calls the generator's user instructions per frame fell from
+    ~51k to ~38k, its CPU by ~5 points of its core)."""
+    with asyncio.Runner(loop_factory=loop_factory("auto")) as runner:
+        return runner.run(main)
+
+
 def _per_frame(count: int | None, frames: int) -> float | None:
     return round(count / frames / 1000, 1) if count is not None and frames else None
 
@@ -449,7 +459,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
                 progress.label = f"[{tag} {calls} calls]"
                 server = _start(system, scenario, args, bench_dir, server_core, reply, tag, calls)
                 try:
-                    rec = asyncio.run(
+                    rec = _run(
                         run_level(
                             server.ws_url, server.pid, scripts[scenario], calls, args, progress
                         )
@@ -504,7 +514,7 @@ def _idle_phase(
     progress.label = f"[{tag} idle {args.idle_calls}]"
     server = _start(system, scenario, args, bench_dir, core, reply, tag, 0)
     try:
-        rec = asyncio.run(
+        rec = _run(
             run_idle(server.ws_url, server.pid, scripts[scenario], args.idle_calls, args.ramp_rate)
         )
     finally:

@@ -46,6 +46,9 @@ FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
 PERIOD_S = 0.020
 _RESYNC_FRAMES = 150  # how many frames (3 s) past the expected one a chunk is looked for
 _RESYNC_MISSES = 20  # unrecognised chunks in a row before a call stops checking
+#: a slot due this soon is run now: uvloop's timers have millisecond resolution and can fire
+#: up to a millisecond early; without the slack the scheduler would re-arm and spin until then
+EARLY_S = 0.001
 TEXT = WSMsgType.TEXT
 # Twilio's own key order: event, sequenceNumber, media (track, chunk, timestamp, payload),
 # streamSid; the message is completed by the payload and the call's closing bytes
@@ -54,6 +57,20 @@ _MEDIA = (
     b'"timestamp":"%d","payload":"%b%b'
 )
 _loads = orjson.loads
+
+
+def _client_frame(payload: bytes) -> bytes:
+    """A final text frame as a client sends it (RFC 6455 5.2), for several frames in one write.
+    The masking key is zero, so the payload goes as it is: a valid frame for any server (a
+    fixed key only gives up the protection against caching proxies, none on loopback)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, 0x80 | size))
+    elif size < 1 << 16:
+        head = b"\x81\xfe" + size.to_bytes(2, "big")
+    else:
+        head = b"\x81\xff" + size.to_bytes(8, "big")
+    return head + b"\0\0\0\0" + payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +241,14 @@ class LeanCall(WSListener):
         t = self.transport
         if t is None or self.closed:
             return
-        t.send(TEXT, msg)
+        marks = self.clock.due(now) if self.clock.pending else None
+        if marks:  # the marks whose audio has played go in the same write (one system call)
+            frames = [_client_frame(msg)]
+            for name in marks:
+                frames.append(_client_frame(self._mark_echo(name)))
+            t.underlying_transport.write(b"".join(frames))
+        else:
+            t.send(TEXT, msg)
         self.matcher.times.append(now)
         self.matcher.sent_frames += 1
         tot = gen.totals
@@ -244,17 +268,19 @@ class LeanCall(WSListener):
                 tot.turns += 1
         elif idx in script.utterance_starts:  # an unanswered turn stays unanswered
             self.turn_end, self.in_speech = -1.0, True
-        if self.clock.pending:
-            for name in self.clock.due(now):
-                self._echo_mark(name)
 
     def _echo_mark(self, name: str) -> None:
+        self._send(self._mark_echo(name))
+
+    def _mark_echo(self, name: str) -> bytes:
+        """The mark echo message (counted as sent)."""
         self.seq += 1
-        self._send(
-            b'{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":%s}}'
-            % (self.seq, self.stream_sid.encode(), orjson.dumps(name))
-        )
         self.gen.totals.marks_echoed += 1
+        return b'{"event":"mark","sequenceNumber":"%d","streamSid":"%s","mark":{"name":%s}}' % (
+            self.seq,
+            self.stream_sid.encode(),
+            orjson.dumps(name),
+        )
 
     def hang_up(self) -> None:
         """Send ``stop`` and close, as Twilio does when the caller hangs up."""
@@ -438,7 +464,8 @@ class Scheduler:
 
     def _arm(self) -> None:
         assert self._loop is not None
-        # loop.time() is time.monotonic() on the default loop; the due time is absolute
+        # loop.time() is time.monotonic() on asyncio's loop and uvloop's (CLOCK_MONOTONIC, whole
+        # milliseconds there); the due time is absolute
         self.next_due = self.base + self.n * self.step
         self._handle = self._loop.call_at(self.next_due, self._tick)
 
@@ -453,7 +480,7 @@ class Scheduler:
         try:  # returns to the loop between periods, so replies are read
             while budget:
                 due = base + n * step
-                if due > now:
+                if due > now + EARLY_S:
                     break
                 for call in tuple(slots[n % nslots]):  # a send may close (and unslot) a call
                     call.send_media(due)
