@@ -63,7 +63,8 @@ class PicowsLink:
         parts: list[bytes] = []
         for text in texts:
             data = text.encode()
-            parts.append(_text_header(len(data)))
+            size = len(data)
+            parts.append(_SMALL_HEADERS[size] if size < 126 else _text_header(size))
             parts.append(data)
         t.underlying_transport.write(b"".join(parts))
 
@@ -96,6 +97,9 @@ def _text_header(size: int) -> bytes:
     if size < 1 << 16:
         return b"\x81\x7e" + size.to_bytes(2, "big")
     return b"\x81\x7f" + size.to_bytes(8, "big")
+
+
+_SMALL_HEADERS = tuple(_text_header(size) for size in range(126))
 
 
 class MediaListener(WSListener):
