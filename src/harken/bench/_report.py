@@ -124,7 +124,7 @@ def markdown(result: dict[str, Any], images: dict[str, str] | None = None) -> st
         f"{settings.get('duration_s')} s measured. RTT is per echoed chunk by byte-count "
         "matching (realigned by content after frames the server dropped), in ms; CPU is "
         "percent of one core, instr/frame thousands of instructions per media frame (user + "
-        "kernel, `perf stat`); RSS/call is the server tree's RSS growth "
+        "kernel, hardware counters); RSS/call is the server tree's RSS growth "
         "over its idle reading divided by the live calls. Late sends: media sent more than "
         f"{settings.get('late_ms', 5)} ms after its slot; a generator marked **behind** used "
         ">= 85% of its core or sent over 1% late, so that level measures the generator (or the "
@@ -144,7 +144,7 @@ def markdown(result: dict[str, Any], images: dict[str, str] | None = None) -> st
             f"**Measured on a loaded machine**: the 1-minute load average ran {min(loads):.2f}-"
             f"{max(loads):.2f} during the levels (other sessions were using the same 2 cores)"
             f"{stolen}, so the CPU and latency figures are pessimistic and noisy; the "
-            "instructions per frame (from `perf stat`, user+kernel) do not depend on that load.",
+            "instructions per frame (hardware counters, user+kernel) do not depend on that load.",
             "",
         ]
     for scenario in result.get("scenarios", []):
