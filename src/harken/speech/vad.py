@@ -54,7 +54,7 @@ from harken.frames import (
 )
 from harken.pipeline import Stage
 from harken.speech.vad_batch import CONTEXT, WINDOW, SileroBatcher, VadSlot, default_batcher
-from harken.speech.vad_segment import SpeechSegmenter, VadParams
+from harken.speech.vad_segment import WINDOW_MS, SpeechSegmenter, VadParams
 
 __all__ = ["SpeechSegmenter", "VadParams", "VadStage", "VadStream"]
 
@@ -86,6 +86,8 @@ class VadStream:
         "_bank",
         "_blk_s",
         "_c",
+        "_dip_s",
+        "_fresh",
         "_gate",
         "_hist",
         "_last",
@@ -147,6 +149,10 @@ class VadStream:
         self._skip_after = max(1, p.windows(p.start_ms)) if p.gate and p.skip_speech else 0
         self._resume = min(self._skip_after, max(1, p.windows(p.resume_ms)))
         self._long = False
+        # a loud run after a quiet stretch this long (the VAD may have stopped in it) sends its
+        # first windows to the model whatever the gate's hysteresis run says; _fresh counts them
+        self._dip_s = max(0.0, p.stop_ms - 2 * WINDOW_MS) / 1000
+        self._fresh = 0
         self._open_at = _NEVER
         self._neg = p.negative
         self._probe_every = max(2, p.windows(p.probe_ms))
@@ -277,6 +283,12 @@ class VadStream:
             else:  # falling: the end of the last loud block of the previous window
                 last = prev_last + 1 if prev_last >= 0 else _BLOCKS
                 self._loud_to = ts - (_BLOCKS - last) * self._blk_s
+        if flip and passed and self._loud_from - self._loud_to >= self._dip_s:
+            # loud again after a pause: the model must hear the onset. (The gate's hysteresis
+            # run can span a quiet comma pause; skipping on it, "Okay, | goodbye" took the
+            # pause's answers for "goodbye", whose start was never seen)
+            self._fresh = self._skip_after
+            self._long = False
         edge = self._loud_from if passed else self._loud_to
         if in_gate:
             if self._open_at != idx - 1:
@@ -291,6 +303,7 @@ class VadStream:
             if (
                 skip
                 and self._ref is not None
+                and not self._fresh
                 and (active_run > skip or (self._long and active_run > self._resume))
             ):
                 self._long = True
@@ -303,6 +316,8 @@ class VadStream:
                     return
                 probe = True
             self._skipped = 0
+            if self._fresh:
+                self._fresh -= 1
             rec = [idx, ts, level, None, passed, edge, _MODEL, None]
             self._to_model(idx, raw, pos, rec, probe)
         else:
@@ -401,6 +416,7 @@ class VadStream:
             cruise = (
                 not pending
                 and self._long
+                and not self._fresh
                 and ref is not None
                 and ref[3] is not None
                 and ref[3] >= self._neg
