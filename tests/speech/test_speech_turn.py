@@ -129,6 +129,7 @@ def test_decide() -> None:
         (0.1, "What are your hours?", Plan(0.0, "text", 0.1)),  # a question: settled
         (0.03, "Actually, goodbye.", Plan(0.0, "text", 0.03)),  # a farewell: settled
         (0.03, "Goodbye and", Plan(2.0, "silence", 0.03)),  # ... unless it trails off
+        (0.1, "Oh sorry, wrong number bye", Plan(0.0, "text", 0.1)),  # unpunctuated farewell
         (0.1, "Sunday", Plan(1.0, "text", 0.1)),  # unpunctuated words: the model unsure
         (0.1, None, Plan(2.0, "silence", 0.1)),  # nothing says complete
         (None, "Sunday.", Plan(0.0, "text", None)),  # no verdict in time: the words decide

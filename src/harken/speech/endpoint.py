@@ -134,8 +134,10 @@ def text_settled(text: str) -> bool:
     farewell ("Actually, goodbye."). Smart Turn gives such lines 0.03-0.3 on 8 kHz speech, which
     cost them the ``unsure_s`` wait; the transcriber writes the "?" only once the question is
     whole."""
-    if text_complete(text) is not True:
-        return False
+    if text_complete(text) is False:
+        return (
+            False  # "Goodbye and": more is coming (an unpunctuated "... wrong number bye" is not)
+        )
     t = _bare(text)
     words = _WORD.findall(t.lower())
     return t.endswith("?") or (bool(words) and words[-1] in _FAREWELLS)
@@ -233,7 +235,7 @@ def _plan(prob: float | None, text: str | None, params: TurnParams) -> Plan:
     done, reason, conf = decide(prob, verdict, params)
     if done:
         return Plan(guard, reason, conf)
-    if verdict is True and params.text == "vote" and text is not None and text_settled(text):
+    if verdict is not False and params.text == "vote" and text is not None and text_settled(text):
         return Plan(guard, "text", prob)
     if text is not None and text.strip():
         # the words read complete, or unpunctuated ("It's 555-867-5309"): the model is unsure
