@@ -235,7 +235,7 @@ def _plan(prob: float | None, text: str | None, params: TurnParams) -> Plan:
     done, reason, conf = decide(prob, verdict, params)
     if done:
         return Plan(guard, reason, conf)
-    if verdict is not False and params.text == "vote" and text is not None and text_settled(text):
+    if params.text == "vote" and text is not None and text_settled(text):
         return Plan(guard, "text", prob)
     if text is not None and text.strip():
         # the words read complete, or unpunctuated ("It's 555-867-5309"): the model is unsure

@@ -12,7 +12,8 @@ conversation says they are not (a phone number was asked for, and three digits a
     or a valid value for the asked slot (a phone number only from 10 digits on: a shorter valid
     one may be a caller pausing between groups). The turn may end at once.
 ``False``
-    nothing the flow could act on yet (it would answer "Sorry, I didn't catch that"), or a value
+    nothing the flow could act on yet in a few words (it would answer "Sorry, I didn't catch
+    that" to "Hi."; a longer miss is more often misheard words, and gets no opinion), or a value
     for the asked slot that breaks its rules ("that number sounds too short"): the caller is
     probably still talking. The turn waits longer.
 ``None``
@@ -35,10 +36,12 @@ from harken.agent.flow.text import normalize
 if TYPE_CHECKING:
     from harken.agent.flow.session import FlowSession
 
-__all__ = ["SPOKEN_PHONE_DIGITS", "keys_complete", "text_entry"]
+__all__ = ["MISS_WORDS", "SPOKEN_PHONE_DIGITS", "keys_complete", "text_entry"]
 
 #: digits from which a spoken, valid phone number counts as whole (groups of 3-4 are paused over)
 SPOKEN_PHONE_DIGITS = 10
+#: a miss of at most this many words counts as a start ("Hi, um"); a longer one as misheard
+MISS_WORDS = 3
 # slot types whose valid value is a whole answer; free text ("Maria" ... "Garcia") is not
 _WHOLE = frozenset(("phone", "date", "time", "party_size", "number", "choice", "yes_no"))
 
@@ -80,7 +83,9 @@ def text_entry(session: FlowSession, text: str) -> bool | None:
         return None
     if yes_no_of(utt.toks) is not None:
         return None  # "No thanks." skips an optional slot; a yes or no may lead into more
-    return False  # a miss: nothing the flow understands yet
+    # a miss: nothing the flow understands yet. A few words ("Hi.", "Oh, sorry.") are a start;
+    # a longer miss is more often misheard words than a caller who is not done
+    return False if len(utt.toks) <= MISS_WORDS else None
 
 
 def keys_complete(session: FlowSession, keys: str) -> bool:
