@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from harken.agent.flow.compiled import all_slot_specs, slot_candidates
-from harken.agent.flow.match import best_intent, extract
+from harken.agent.flow.compiled import all_slot_specs
+from harken.agent.flow.match import extract
 from harken.agent.flow.rules import check
 from harken.agent.flow.slots import yes_no_of
 from harken.agent.flow.text import normalize
@@ -54,10 +54,9 @@ def text_entry(session: FlowSession, text: str) -> bool | None:
     utt = normalize(text)
     if not utt.toks:
         return None
-    flow, node = s._flow, s._node
-    hit = best_intent(node.matchers, [g.matcher for g in flow.globals], utt)
+    hit = s._intent(utt)
     if s._mode in ("confirm", "correct"):
-        said = extract(utt, all_slot_specs(flow), None, s._today)
+        said = extract(utt, all_slot_specs(s._flow), None, s._today)
         if said:
             return None
         answer = yes_no_of(utt.toks)
@@ -65,13 +64,7 @@ def text_entry(session: FlowSession, text: str) -> bool | None:
             return True if answer.value is True and s._mode == "confirm" else None
         return None if hit is not None else False
     asked = s._asked
-    lenient = asked if asked is not None and (hit is None or not hit.strong) else None
-    found = extract(
-        utt,
-        slot_candidates(flow, node, s._slots),
-        (lenient.name, lenient.spec) if lenient is not None else None,
-        s._today,
-    )
+    found = s._values(utt, hit)
     if asked is not None and asked.name in found and (hit is None or not hit.strong):
         value = found[asked.name]
         if check(asked.type, value, asked.rules, s._today) is not None:

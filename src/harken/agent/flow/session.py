@@ -361,20 +361,28 @@ class FlowSession:
 
     # -- understanding input ---------------------------------------------------------------------
 
+    def _intent(self, utt: Utterance) -> IntentHit | None:
+        """The best intent hit of ``utt`` at this node (its own intents and the global ones)."""
+        return best_intent(self._node.matchers, [g.matcher for g in self._flow.globals], utt)
+
+    def _values(self, utt: Utterance, hit: IntentHit | None) -> dict[str, Any]:
+        """Slot values in ``utt``; the asked slot is read leniently unless a strong intent hit."""
+        asked = self._asked
+        lenient = asked if asked is not None and (hit is None or not hit.strong) else None
+        return extract(
+            utt,
+            slot_candidates(self._flow, self._node, self._slots),
+            (lenient.name, lenient.spec) if lenient is not None else None,
+            self._today,
+        )
+
     def _handle(self, utt: Utterance, out: _Out) -> None:
-        flow, node = self._flow, self._node
-        hit = best_intent(node.matchers, [g.matcher for g in flow.globals], utt)
+        hit = self._intent(utt)
         if self._mode in ("confirm", "correct"):
             self._on_confirm(utt, hit, out)
             return
         asked = self._asked
-        lenient = asked if asked is not None and (hit is None or not hit.strong) else None
-        found = extract(
-            utt,
-            slot_candidates(flow, node, self._slots),
-            (lenient.name, lenient.spec) if lenient is not None else None,
-            self._today,
-        )
+        found = self._values(utt, hit)
         if hit is not None:
             for name, text in hit.groups:
                 m = parse_with(self._slot(name).spec, normalize(text), self._today, lenient=True)
