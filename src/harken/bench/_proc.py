@@ -220,12 +220,11 @@ class InstructionCounter:
     generator, whose children are the servers). Counts None where the counters cannot be
     opened (not Linux, no permission, no PMU).
 
-    Open the counter ahead of the window (in the warm-up) and read it at :meth:`start` and
-    :meth:`stop`: on this virtual machine, switching a counter on (``perf stat`` attaching, or
-    enabling its events) froze the measured CPU for ~150 ms, which inside the window made every
-    call's media late, then sent in a burst. The counters run from their opening; only the two
-    reads fall in the window (threads started after the opening are not counted, as with
-    ``perf stat -p``)."""
+    Open the counter before the load starts and read it at :meth:`start` and :meth:`stop`: on
+    this virtual machine, switching a counter on (``perf stat`` attaching, or enabling its
+    events) freezes the CPUs for ~150 ms, which inside the window made every call's media late,
+    then sent in a burst. The counters run from their opening; only the two reads fall in the
+    window (threads started after the opening are not counted, as with ``perf stat -p``)."""
 
     def __init__(self, pid: int, tree: bool = True) -> None:
         self._fds: list[tuple[int, int]] = []  # (user, kernel) per thread

@@ -206,11 +206,15 @@ async def run_level(
     await _primer(url, script)
     idle = sample_tree(pid)
     load0 = load_average()
+    # Counters are switched on before any call: that freezes this VM's CPUs for ~150 ms, and
+    # with calls live the server would then drop the stale audio of the burst that follows,
+    # which byte-count matching cannot see in a non-verbatim echo (vad: every later round trip
+    # read ~160 ms too long).
+    server_instr, own_instr = InstructionCounter(pid), InstructionCounter(os.getpid(), tree=False)
     gen = LoadGen(url, script, late_s=args.late_ms / 1000)
     tot = gen.totals
     await gen.ramp(calls, args.ramp_rate, progress=progress.show)
-    gc.collect()  # in the warm-up: no full collection, no counter switched on in the window
-    server_instr, own_instr = InstructionCounter(pid), InstructionCounter(os.getpid(), tree=False)
+    gc.collect()  # in the warm-up: no full collection in the window
     await _wait(args.warmup, "warm-up", tot, progress)
     server_instr.start()
     own_instr.start()
