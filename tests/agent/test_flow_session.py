@@ -529,7 +529,8 @@ def test_keys_complete_tells_a_whole_entry_from_one_still_being_typed() -> None:
         (("a table for 2 tonight at 8", "lee"), "It's 555-867-5309.", True),
         (("a table for 2 tonight at 8", "lee"), "No thanks.", None),  # skips the optional slot
         (("a table for 2 tonight at 8", "lee", "skip"), "Yes.", True),  # the read-back: yes
-        (("a table for 2 tonight at 8", "lee", "skip"), "No.", None),  # the change may follow
+        (("a table for 2 tonight at 8", "lee", "skip"), "No.", False),  # the change follows
+        (("a table for 2 tonight at 8", "lee", "skip"), "No way.", False),  # "No wait," misheard
         (("a table for 2 tonight at 8", "lee", "skip"), "No, make it five.", None),
         (("a table for 2 tonight at 8", "lee", "skip"), "Blah blah.", False),
         ((), "Sorry, time to you close.", None),  # a longer miss: misheard, not unfinished

@@ -8,17 +8,18 @@ conversation says they are not (a phone number was asked for, and three digits a
 :func:`text_entry` answers for a transcript so far:
 
 ``True``
-    a whole answer to the question just asked: a yes or no to a read-back or a yes/no question,
-    or a valid value for the asked slot (a phone number only from 10 digits on: a shorter valid
-    one may be a caller pausing between groups). The turn may end at once.
+    a whole answer to the question just asked: a yes to a read-back, or a valid value for the
+    asked slot (a phone number only from 10 digits on: a shorter valid one may be a caller
+    pausing between groups). The turn may end at once.
 ``False``
     nothing the flow could act on yet in a few words (it would answer "Sorry, I didn't catch
     that" to "Hi."; a longer miss is more often misheard words, and gets no opinion), or a value
     for the asked slot that breaks its rules ("that number sounds too short"): the caller is
-    probably still talking. The turn waits longer.
+    probably still talking; also a bare "no" to a read-back (the change mostly follows: "No
+    wait, | make it five people", which Whisper may hear as "No way."). The turn waits longer.
 ``None``
-    no opinion: an intent, values for other slots, free text, a plain "no" (which is often
-    followed by the correction), or a session that is not listening.
+    no opinion: an intent, values for other slots, free text, a yes or no outside a read-back,
+    or a session that is not listening.
 
 :func:`keys_complete` answers the same for keypad keys typed so far.
 """
@@ -60,8 +61,12 @@ def text_entry(session: FlowSession, text: str) -> bool | None:
         if said:
             return None
         answer = yes_no_of(utt.toks)
+        if answer is not None and s._mode == "confirm":
+            # a yes confirms; a bare no to a read-back is mostly followed by the change ("No
+            # wait, | make it five people", which Whisper may even hear as "No way.")
+            return True if answer.value is True else (None if len(utt.toks) > 2 else False)
         if answer is not None:
-            return True if answer.value is True and s._mode == "confirm" else None
+            return None
         return None if hit is not None else False
     asked = s._asked
     found = s._values(utt, hit)
