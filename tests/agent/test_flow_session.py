@@ -514,6 +514,7 @@ def test_keys_complete_tells_a_whole_entry_from_one_still_being_typed() -> None:
     [
         ((), "Hi.", False),  # nothing the flow can act on yet: the caller is probably not done
         ((), "Hi, um", False),
+        ((), "Um.", False),
         ((), "I'd like to book a table.", None),  # an intent: no opinion
         ((), "What time do you close?", None),
         (("book a table",), "For three.", True),  # the asked party size: a whole answer
@@ -521,7 +522,7 @@ def test_keys_complete_tells_a_whole_entry_from_one_still_being_typed() -> None:
         (("book a table",), "Friday.", None),  # a value for another slot
         (("book a table", "3"), "Thursday.", True),
         (("book a table", "3", "thursday"), "At seven thirty.", True),
-        (("book a table", "3", "thursday", "7 pm"), "My name is", False),
+        (("book a table", "3", "thursday", "7 pm"), "My name is", None),  # words trail off
         (("book a table", "3", "thursday", "7 pm"), "Maria Garcia.", None),  # free text
         (("a table for 2 tonight at 8", "lee"), "Sure, it's five five five.", False),
         (("a table for 2 tonight at 8", "lee"), "It's 555-867.", False),
@@ -534,6 +535,8 @@ def test_keys_complete_tells_a_whole_entry_from_one_still_being_typed() -> None:
         (("a table for 2 tonight at 8", "lee", "skip"), "No, make it five.", None),
         (("a table for 2 tonight at 8", "lee", "skip"), "Blah blah.", False),
         ((), "Sorry, time to you close.", None),  # a longer miss: misheard, not unfinished
+        ((), "Oh, sorry.", None),  # "sorry" asks to repeat: an intent
+        ((), "APM.", None),  # "Eight pm." misheard: waiting would only delay the reprompt
     ],
 )
 def test_text_entry_tells_a_whole_answer_from_a_partial_one(

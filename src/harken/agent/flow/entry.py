@@ -12,8 +12,9 @@ conversation says they are not (a phone number was asked for, and three digits a
     asked slot (a phone number only from 10 digits on: a shorter valid one may be a caller
     pausing between groups). The turn may end at once.
 ``False``
-    nothing the flow could act on yet in a few words (it would answer "Sorry, I didn't catch
-    that" to "Hi."; a longer miss is more often misheard words, and gets no opinion), or a value
+    nothing the flow could act on yet, in words people start with (it would answer "Sorry, I
+    didn't catch that" to "Hi." or "Oh, sorry."; other misses are more often misheard words, "APM."
+    for "Eight pm.", and get no opinion), or a value
     for the asked slot that breaks its rules ("that number sounds too short"): the caller is
     probably still talking; also a bare "no" to a read-back (the change mostly follows: "No
     wait, | make it five people", which Whisper may hear as "No way."). The turn waits longer.
@@ -33,6 +34,7 @@ from harken.agent.flow.match import extract
 from harken.agent.flow.rules import check
 from harken.agent.flow.slots import yes_no_of
 from harken.agent.flow.text import normalize
+from harken.speech.endpoint import is_opener
 
 if TYPE_CHECKING:
     from harken.agent.flow.session import FlowSession
@@ -41,7 +43,7 @@ __all__ = ["MISS_WORDS", "SPOKEN_PHONE_DIGITS", "keys_complete", "text_entry"]
 
 #: digits from which a spoken, valid phone number counts as whole (groups of 3-4 are paused over)
 SPOKEN_PHONE_DIGITS = 10
-#: a miss of at most this many words counts as a start ("Hi, um"); a longer one as misheard
+#: a miss of at most this many opener words counts as a start ("Hi, um", "Oh, sorry")
 MISS_WORDS = 3
 # slot types whose valid value is a whole answer; free text ("Maria" ... "Garcia") is not
 _WHOLE = frozenset(("phone", "date", "time", "party_size", "number", "choice", "yes_no"))
@@ -81,9 +83,10 @@ def text_entry(session: FlowSession, text: str) -> bool | None:
         return None
     if yes_no_of(utt.toks) is not None:
         return None  # "No thanks." skips an optional slot; a yes or no may lead into more
-    # a miss: nothing the flow understands yet. A few words ("Hi.", "Oh, sorry.") are a start;
-    # a longer miss is more often misheard words than a caller who is not done
-    return False if len(utt.toks) <= MISS_WORDS else None
+    # a miss: nothing the flow understands yet. Words people start with ("Hi.", "Oh, sorry.",
+    # "Um.") are a start; other misses are more often misheard words ("APM." for "Eight pm.")
+    # than a caller who is not done, and waiting on them only delays "Sorry, I didn't catch that"
+    return False if is_opener(text, max_words=MISS_WORDS) else None
 
 
 def keys_complete(session: FlowSession, keys: str) -> bool:
