@@ -98,7 +98,7 @@ alright right um uh hmm and but also now then look listen
 #: words a caller often says first and then goes on after a short pause ("Okay, | ...")
 OPENERS: Final = frozenset(_OPENERS.split())
 _TRAILING_OPEN: Final = (",", ";", ":", "-", "\u2013", "\u2014", "...", "\u2026")
-_OPEN: Final = ",;:-.\u2013\u2014\u2026"  # the same, as characters to strip
+_OPEN: Final = "".join(dict.fromkeys("".join(_TRAILING_OPEN)))  # the same, to strip
 _WORD = re.compile(r"[a-z0-9']+")  # digits count: "It's 555-8675." ends in a number
 
 
@@ -134,10 +134,9 @@ def text_settled(text: str) -> bool:
     farewell ("Actually, goodbye."). Smart Turn gives such lines 0.03-0.3 on 8 kHz speech, which
     cost them the ``unsure_s`` wait; the transcriber writes the "?" only once the question is
     whole."""
+    # "Goodbye and": more is coming (an unpunctuated "... wrong number bye" is not)
     if text_complete(text) is False:
-        return (
-            False  # "Goodbye and": more is coming (an unpunctuated "... wrong number bye" is not)
-        )
+        return False
     t = _bare(text)
     words = _WORD.findall(t.lower())
     return t.endswith("?") or (bool(words) and words[-1] in _FAREWELLS)
