@@ -41,6 +41,7 @@ import orjson
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 from harken.bench._measure import FrameMatcher, PlayClock
+from harken.server.media import text_frame_header
 
 FRAME_BYTES = 160  # 20 ms of 8 kHz µ-law
 PERIOD_S = 0.020
@@ -63,14 +64,7 @@ def _client_frame(payload: bytes) -> bytes:
     """A final text frame as a client sends it (RFC 6455 5.2), for several frames in one write.
     The masking key is zero, so the payload goes as it is: a valid frame for any server (a
     fixed key only gives up the protection against caching proxies, none on loopback)."""
-    size = len(payload)
-    if size < 126:
-        head = bytes((0x81, 0x80 | size))
-    elif size < 1 << 16:
-        head = b"\x81\xfe" + size.to_bytes(2, "big")
-    else:
-        head = b"\x81\xff" + size.to_bytes(8, "big")
-    return head + b"\0\0\0\0" + payload
+    return text_frame_header(len(payload), masked=True) + b"\0\0\0\0" + payload
 
 
 @dataclass(frozen=True, slots=True)

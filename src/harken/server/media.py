@@ -64,7 +64,7 @@ class PicowsLink:
         for text in texts:
             data = text.encode()
             size = len(data)
-            parts.append(_SMALL_HEADERS[size] if size < 126 else _text_header(size))
+            parts.append(_SMALL_HEADERS[size] if size < 126 else text_frame_header(size))
             parts.append(data)
         t.underlying_transport.write(b"".join(parts))
 
@@ -90,16 +90,19 @@ class PicowsLink:
             self.transport.underlying_transport.resume_reading()
 
 
-def _text_header(size: int) -> bytes:
-    """The header of a final, unmasked text frame carrying ``size`` bytes (RFC 6455 5.2)."""
+def text_frame_header(size: int, *, masked: bool = False) -> bytes:
+    """The header of a final text frame carrying ``size`` bytes (RFC 6455 5.2), up to the
+    masking key: a server's frames are unmasked; a client's set the mask bit, and the caller
+    appends the four-byte key and the masked payload."""
+    mask = 0x80 if masked else 0
     if size < 126:
-        return bytes((0x81, size))
+        return bytes((0x81, mask | size))
     if size < 1 << 16:
-        return b"\x81\x7e" + size.to_bytes(2, "big")
-    return b"\x81\x7f" + size.to_bytes(8, "big")
+        return bytes((0x81, mask | 126)) + size.to_bytes(2, "big")
+    return bytes((0x81, mask | 127)) + size.to_bytes(8, "big")
 
 
-_SMALL_HEADERS = tuple(_text_header(size) for size in range(126))
+_SMALL_HEADERS = tuple(text_frame_header(size) for size in range(126))
 
 
 class MediaListener(WSListener):
