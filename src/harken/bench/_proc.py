@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import resource
 import struct
@@ -275,14 +276,23 @@ _PERF_ATTR_SIZE = 128  # PERF_ATTR_SIZE_VER7
 _SYS_PERF_EVENT_OPEN = {"x86_64": 298, "aarch64": 241}
 
 
-def _open_counter(tid: int, *, user: bool) -> int:
-    """A running instructions counter of thread ``tid`` (user or kernel mode); -1 if refused."""
+@functools.cache
+def _perf_event_open() -> Callable[..., int] | None:
+    """libc's ``syscall`` bound to ``perf_event_open``'s number here; None where unknown."""
     nr = _SYS_PERF_EVENT_OPEN.get(os.uname().machine)
     if nr is None:
-        return -1
+        return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
+        syscall = ctypes.CDLL(None, use_errno=True).syscall
     except OSError:
+        return None
+    return functools.partial(syscall, nr)
+
+
+def _open_counter(tid: int, *, user: bool) -> int:
+    """A running instructions counter of thread ``tid`` (user or kernel mode); -1 if refused."""
+    perf_event_open = _perf_event_open()
+    if perf_event_open is None:
         return -1
     attr = bytearray(_PERF_ATTR_SIZE)
     # type PERF_TYPE_HARDWARE (0), size, config PERF_COUNT_HW_INSTRUCTIONS (1)
@@ -290,4 +300,4 @@ def _open_counter(tid: int, *, user: bool) -> int:
     # flags: exclude_kernel (bit 5) or exclude_user (bit 4), and exclude_hv (bit 6)
     struct.pack_into("<Q", attr, 40, (1 << 5 if user else 1 << 4) | 1 << 6)
     buf = (ctypes.c_char * _PERF_ATTR_SIZE).from_buffer(attr)
-    return int(libc.syscall(nr, buf, tid, -1, -1, 0))
+    return int(perf_event_open(buf, tid, -1, -1, 0))
