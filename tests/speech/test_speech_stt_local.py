@@ -119,6 +119,30 @@ def test_whisper_drops_a_looped_repeat_of_the_sentence() -> None:
     # plausible for the audio: left alone; a short fragment is not taken for a repeat
     assert _drop_repeats(looped, 4.0, 4.5) == looped
     assert _drop_repeats("Yes, yes. I said yes. Yes, I", 0.8, 4.5) == "Yes, yes. I said yes. Yes, I"
+    # the decoder ran out of budget: repeats go at any rate, and so does the unfinished end
+    bye = "Okay, goodbye. Bye. Bye. Bye. Bye Bye"
+    assert _drop_repeats(bye, 4.0, 4.5, cut=True) == "Okay, goodbye. Bye."
+    assert _drop_repeats("Okay, goodbye. Bye. Okay,", 4.0, 4.5, cut=True) == "Okay, goodbye. Bye."
+    assert _drop_repeats("Okay, goodbye", 4.0, 4.5, cut=True) == "Okay, goodbye"
+
+
+def test_whisper_loop_after_resumed_speech_ends_on_a_whole_sentence(
+    whisper: WhisperEngine,
+) -> None:
+    """The suite's "Okay, | goodbye." as the STT buffers it (two stretches of speech, 120 ms of
+    line before the first): tiny.en reads "Okay, goodbye." and then loops on "Bye." until the
+    token budget stops it. Cut mid-loop it once read "Okay, goodbye. Bye. Okay,", and the
+    trailing "Okay," kept the turn waiting for more (2 s of dead air)."""
+    from harken.audio import Resampler
+    from harken.audio.g711 import ulaw_decode
+
+    fixture = Path(__file__).parent / "fixtures" / "okay-goodbye.ulaw"
+    pcm = Resampler(8000, 16000).process(ulaw_decode(fixture.read_bytes()))
+    for start_s, end_s in ((1.7, 3.1), (1.75, 3.1), (1.7, 3.3)):
+        clip = pcm[int(start_s * 32000) & ~1 : int(end_s * 32000) & ~1]
+        text = whisper.transcribe_sync(clip).text
+        assert text.lower().startswith("okay, goodbye."), text
+        assert text.endswith((".", "!", "?")), text
 
 
 def test_whisper_forced_prefix_and_silence(whisper: WhisperEngine) -> None:

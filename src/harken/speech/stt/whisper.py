@@ -21,8 +21,10 @@ value), which saves computing the STFT of the padding.
 Decoding is greedy (``beam_size=1``), with Whisper's timestamp tokens (the reduced-context runs
 were more accurate with them), a token budget proportional to the audio, and two backstops: a
 sentence the model repeats (verbatim, or its start cut off by the budget) at an implausible
-speaking rate is dropped, and a buffer with ``no_speech_prob`` above the threshold and a low
-average log-probability transcribes to nothing.
+speaking rate, or in a decode the budget stopped (it ends on a word instead of a closing
+timestamp: the decoder was looping), is dropped, with the budget's unfinished last
+sentence; and a buffer with ``no_speech_prob`` above the threshold and a low average
+log-probability transcribes to nothing.
 
 ``prefix`` forces the decoder's first words (the words LocalAgreement already committed), so a
 pass only pays for decoding what is new; ``prompt`` is earlier context (``<|startofprev|>``).
@@ -151,17 +153,25 @@ def _as_float(pcm: bytes | npt.NDArray[np.int16]) -> npt.NDArray[np.float32]:
     return samples.astype(np.float32) * np.float32(1.0 / 32768.0)
 
 
-def _drop_repeats(text: str, audio_s: float, max_wps: float) -> str:
-    """Drop sentences that repeat an earlier one, when the text is too long for the audio.
+def _drop_repeats(text: str, audio_s: float, max_wps: float, *, cut: bool = False) -> str:
+    """Drop sentences that repeat an earlier one, when the text is too long for the audio or
+    the decoder ran out of its token budget (``cut``: it was looping).
 
     A repeat is the same words as an earlier sentence, or the start of one (at least
-    :data:`_MIN_REPEAT_WORDS` words): a loop the token budget cut off mid-sentence.
+    :data:`_MIN_REPEAT_WORDS` words): a loop the token budget cut off mid-sentence. When
+    ``cut``, the last sentence is unfinished by construction (the budget stopped it), so it is
+    dropped too unless it is all there is: "Okay, goodbye. Bye. Bye. Bye. Bye Bye" reads
+    "Okay, goodbye. Bye." instead of ending on a fragment (a fragment such as "Okay," reads as
+    a caller trailing off, and the turn waits for more).
     """
-    if len(text.split()) <= max_wps * max(audio_s, 0.5):
+    if not cut and len(text.split()) <= max_wps * max(audio_s, 0.5):
         return text
+    sentences = _SENTENCE.split(text.strip())
+    if cut and len(sentences) > 1:
+        sentences.pop()
     kept: list[str] = []
     keys: list[list[str]] = []
-    for sentence in _SENTENCE.split(text.strip()):
+    for sentence in sentences:
         key = [word_key(w) for w in sentence.split()]
         if any(key == k or (len(key) >= _MIN_REPEAT_WORDS and k[: len(key)] == key) for k in keys):
             continue
@@ -274,8 +284,12 @@ class WhisperEngine:
             return_no_speech_prob=True,
             suppress_blank=not prefix_ids,
         )[0]
-        ids = [i for i in result.sequences_ids[0] if i < rt.eot]
+        generated = result.sequences_ids[0]
+        ids = [i for i in generated if i < rt.eot]
         text = rt.decode(ids).strip()
+        # with timestamps a segment always closes on a timestamp token before the end of text;
+        # a last token that is a word means the budget stopped the decoder (it was looping)
+        cut = self.timestamps and bool(generated) and generated[-1] < rt.timestamp_begin
         avg_logprob = float(result.scores[0]) if result.scores else 0.0
         if (
             result.no_speech_prob > self.no_speech_threshold
@@ -283,7 +297,7 @@ class WhisperEngine:
             and not prefix_ids
         ):
             text = ""
-        text = _drop_repeats(text, audio_s, self.max_words_per_s)
+        text = _drop_repeats(text, audio_s, self.max_words_per_s, cut=cut)
         return Transcription(
             text=text,
             audio_s=audio_s,
