@@ -176,6 +176,21 @@ def test_plan_weighs_the_dialogue(
     assert plan(prob, text, TurnParams(text="off"), entry) == plan(prob, None, TurnParams())
 
 
+def test_plan_weighs_the_callers_pace() -> None:
+    """A caller who paused mid-turn and went on: every end waits that pause, but a question
+    or a farewell, and a longer wait stands."""
+    p = TurnParams()
+    assert plan(0.9, "Tuesday.", p, True, 0.7) == Plan(0.7, "pace", 0.9)
+    assert plan(0.9, "At seven thirty.", p, None, 0.7) == Plan(0.7, "pace", 0.9)
+    assert plan(0.9, None, p, None, 0.7) == Plan(0.7, "pace", 0.9)  # no words: still
+    assert plan(0.1, "Where do I park?", p, None, 0.7) == Plan(0.0, "text", 0.1)
+    assert plan(0.1, "Okay, goodbye.", p, None, 0.7) == Plan(0.0, "text", 0.1)
+    assert plan(0.9, "Hi.", p, False, 0.7) == Plan(1.2, "entry", 0.9)
+    assert plan(0.9, "Well, um", p, None, 0.7) == Plan(2.0, "silence", 0.9)
+    assert plan(0.9, "Tuesday.", TurnParams(silence_s=0.5), True, 0.7).wait_s == 0.5
+    assert plan(0.9, "Tuesday.", p, True, 0.0) == Plan(0.0, "entry", 0.9)
+
+
 def test_openers() -> None:
     assert is_opener("Okay.") and is_opener("Yes,") and is_opener("oh, sorry")
     assert not is_opener("Okay, goodbye.") and not is_opener("") and not is_opener("Sunday.")
@@ -433,7 +448,8 @@ async def test_the_dialogue_holds_a_partial_answer_and_ends_a_whole_one() -> Non
         digits = sum(c.isdigit() for c in text)
         return None if not digits else digits >= 10
 
-    call, _stage, recorder, pool = await _turn_call(TurnParams(silence_s=3.0), phone_number)
+    params = TurnParams(silence_s=3.0, pace_max_s=0.0)  # the caller's pace: the next test
+    call, _stage, recorder, pool = await _turn_call(params, phone_number)
     call.system(UserStartedSpeakingFrame(timestamp=0.2))
     _audio(call, 0.0, 1.5)
     call.feed(TranscriptFrame("It's 555.", final=True))
@@ -469,6 +485,63 @@ async def test_the_partial_wait_ends_the_turn_and_a_failing_hook_is_ignored() ->
         _audio(call, max(1.5, end - 0.02), end + 0.02)
         assert _ends(recorder) == [("entry" if end > 2 else "model", 1.4, 0.9)]
         call.cancel()
+
+
+async def test_a_caller_who_pauses_mid_turn_gets_that_pause_at_the_ends_that_follow() -> None:
+    """ "Tuesday ... at six pm": whole to the model and to the dialogue at the pause. Once the
+    caller has gone on after a 0.64 s pause, ends wait that pause plus a margin (this turn and
+    the next), except a question; two turns later, a fluent caller is answered at once."""
+    call, stage, recorder, pool = await _turn_call(TurnParams(silence_s=3.0))
+    t = 0.0
+
+    def turn(
+        pause: float | None, text: str, answer_at: float = 0.3
+    ) -> tuple[float, list[tuple[str, float, float | None]]]:
+        """Speech of 1 s (resumed after ``pause`` when given), the model says complete;
+        (media time of the decision, ends)."""
+        nonlocal t
+        call.system(UserStartedSpeakingFrame(timestamp=t + 0.2))
+        _audio(call, t, t + 1.2)
+        if pause is not None:
+            call.feed(TranscriptFrame("Well, um", final=True))  # trails off: no end here
+            call.system(UserStoppedSpeakingFrame(timestamp=t + 1.2))
+            _audio(call, t + 1.2, t + 1.2 + pause)
+            call.system(UserStartedSpeakingFrame(timestamp=t + 1.2 + pause))  # goes on
+            t += pause + 1.0
+            _audio(call, t + 0.2, t + 1.2)
+        call.feed(TranscriptFrame(text, final=True))
+        stop = t + 1.2
+        call.system(UserStoppedSpeakingFrame(timestamp=stop))
+        _audio(call, stop, stop + answer_at)
+        n = len(stage.ends)
+        pool.answer(0.95)
+        while len(stage.ends) == n:
+            _audio(call, round(stop + answer_at, 6), round(stop + answer_at + 0.02, 6))
+            answer_at = round(answer_at + 0.02, 6)
+        t = stop + 2.0
+        _audio(call, stop + answer_at, t)
+        return round(stage.ends[-1][3] - stop, 2), _ends(recorder)[-1:]
+
+    assert stage.pace_s == 0.0
+    assert turn(None, "For three.") == (0.3, [("model", 1.2, 0.95)])  # fluent: at once
+    wait, end = turn(0.64, "Tuesday at six pm.")  # paused, went on, then stopped
+    assert wait == 0.68 and end[0][0] == "pace"
+    assert stage.pace_s == pytest.approx(0.68)
+    assert turn(None, "At seven.")[0] == 0.68  # the turn after: still this caller's pace
+    assert turn(None, "Is there parking?")[0] == 0.3  # a question is whole: at once
+    assert turn(None, "Maria Garcia.") == (0.3, [("model", stop_of(stage), 0.95)])
+    assert stage.pace_s == 0.0
+    turn(1.9, "Thursday.")  # a very long pause: the wait is capped at pace_max_s
+    assert stage.pace_s == pytest.approx(TurnParams().pace_max_s)
+    call.cancel()
+    # off
+    call, stage, recorder, pool = await _turn_call(TurnParams(silence_s=3.0, pace_max_s=0.0))
+    assert turn(0.64, "Tuesday at six pm.")[0] == 0.3
+    call.cancel()
+
+
+def stop_of(stage: TurnStage) -> float:
+    return stage.ends[-1][1]
 
 
 def _loud(call: Call, start: float, end: float, rate: int = 8000) -> None:

@@ -197,6 +197,7 @@ class ConversationAgent:
                 min_dbfs=c.vad.min_volume_dbfs,
                 entry=c.turn.entry,
                 partial_s=c.turn.partial_ms / 1000,
+                pace_max_s=c.turn.pace_max_ms / 1000,
             ),
             entry=getattr(brain, "text_entry", None),
         )

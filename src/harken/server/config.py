@@ -144,6 +144,7 @@ class TurnConfig:
     fallback_ms: int = 700  # no model verdict in time (load): a plain silence timer
     entry: bool = True  # weigh the brain's word on the words so far (dialogue-aware endpointing)
     partial_ms: int = 1200  # the brain says the answer is not whole yet: wait at least this
+    pace_max_ms: int = 1200  # a caller who pauses mid-turn: wait that pause, at most this (0 off)
     wait_text_ms: int = 1000  # wait up to this long after a stop for the transcript up to it
     max_cpu: float = 0.25  # the turn model's share of one core per process, at most
 
@@ -338,7 +339,15 @@ def validate(config: Config) -> Config:
     if a.turn.text not in ("off", "veto", "vote"):
         raise _Invalid(("agent", "turn", "text"), "choose off, veto or vote")
     t = a.turn
-    waits = ("silence_ms", "unsure_ms", "opener_ms", "fallback_ms", "wait_text_ms", "partial_ms")
+    waits = (
+        "silence_ms",
+        "unsure_ms",
+        "opener_ms",
+        "fallback_ms",
+        "wait_text_ms",
+        "partial_ms",
+        "pace_max_ms",
+    )
     for name in waits:
         if getattr(t, name) < 0:
             raise _Invalid(("agent", "turn", name), "must be >= 0")

@@ -33,6 +33,15 @@ least ``partial_s``, as do words that end on a wish whose object is still to com
 to book.", :func:`text_partial`; with or without a dialogue). Fragments like these read
 complete in both the audio and the words; only the conversation says the caller is not done.
 
+**The caller's pace.** Some callers pause mid-sentence after words that are whole in both
+sound and sense: "Tuesday ... at six pm", "At seven thirty ... in the evening", "I was
+wondering if I could book a table ... for three people". Nothing in the fragment says more is
+coming; the caller's own habit does. :class:`~harken.speech.turn.TurnStage` keeps the longest
+pause after which this caller went on speaking in the same turn (this turn and the one
+before), and ``pace_s`` (that pause plus a frame or two, at most ``pace_max_s``) is the least
+wait of every end but a question or a farewell, reason ``pace``. A caller who never pauses
+mid-turn never waits it; a hesitant caller's answer comes that much later, as a person's would.
+
 **Openers.** A turn whose whole text is one or two words that people very often say *before*
 the rest of a sentence ("okay", "yes", "no", "sorry", "oh", "actually", "wait", "hi", "no
 wait", ...) ends only after ``opener_s`` of silence, whatever the model says: "Okay, | thanks,
@@ -195,14 +204,33 @@ class Plan:
 
 
 def plan(
-    prob: float | None, text: str | None, params: TurnParams, entry: bool | None = None
+    prob: float | None,
+    text: str | None,
+    params: TurnParams,
+    entry: bool | None = None,
+    pace_s: float = 0.0,
 ) -> Plan:
     """The silence after which a paused turn ends (see the module docstring for the table).
 
     ``prob`` is None when the model is off, failed or was skipped; ``text`` is None when no
-    transcript of the turn is known; ``entry`` is the dialogue's word on ``text`` (None: none).
-    No wait is longer than the backstop, ``silence_s``.
+    transcript of the turn is known; ``entry`` is the dialogue's word on ``text`` (None: none);
+    ``pace_s`` is the least wait this caller's own pauses ask for (see the module docstring;
+    a question or a farewell does not wait it). No wait is longer than the backstop,
+    ``silence_s``.
     """
+    chosen = _plan_entry(prob, text, params, entry)
+    if pace_s > chosen.wait_s and not (
+        text is not None and params.text != "off" and text_settled(text)
+    ):
+        chosen = Plan(pace_s, "pace", chosen.confidence)
+    if chosen.wait_s > params.silence_s:
+        return Plan(params.silence_s, chosen.reason, chosen.confidence)
+    return chosen
+
+
+def _plan_entry(
+    prob: float | None, text: str | None, params: TurnParams, entry: bool | None
+) -> Plan:
     if not params.entry or text is None or params.text == "off":
         entry = None
     if entry is True and text is not None and text_complete(_bare(text).rstrip(_OPEN) + "."):
@@ -213,8 +241,6 @@ def plan(
         entry = False
     if entry is False and chosen.wait_s < params.partial_s:
         chosen = Plan(params.partial_s, "entry", chosen.confidence)
-    if chosen.wait_s > params.silence_s:
-        return Plan(params.silence_s, chosen.reason, chosen.confidence)
     return chosen
 
 

@@ -111,6 +111,11 @@ class TurnParams:
     #: the dialogue says the caller's answer is not whole yet ("Hi.", three digits of a phone
     #: number): wait at least this long
     partial_s: float = 1.2
+    #: the caller's pace: once this caller has paused mid-turn and gone on (this turn or the
+    #: one before), every end but a question or a farewell waits that pause plus
+    #: ``pace_margin_s``, at most ``pace_max_s`` (0: off; see :mod:`harken.speech.endpoint`)
+    pace_max_s: float = 1.2
+    pace_margin_s: float = 0.04
     #: with an STT stage before this one: after a stop, wait up to this long (media time) for
     #: the transcript of the speech up to the stop before deciding (0: decide without it). The
     #: reply needs that transcript anyway, so waiting for it costs no latency when it comes.
@@ -137,10 +142,19 @@ class TurnParams:
             raise ConfigError(f"TurnParams.text must be off, veto or vote, not {self.text!r}")
         if self.silence_s <= 0 or self.pre_speech_s < 0 or self.trail_s < 0:
             raise ConfigError("TurnParams: silence_s > 0, pre_speech_s >= 0, trail_s >= 0")
-        waits = (self.unsure_s, self.opener_s, self.fallback_s, self.wait_text_s, self.partial_s)
+        waits = (
+            self.unsure_s,
+            self.opener_s,
+            self.fallback_s,
+            self.wait_text_s,
+            self.partial_s,
+            self.pace_max_s,
+            self.pace_margin_s,
+        )
         if min(waits) < 0:
             raise ConfigError(
-                "TurnParams: unsure_s, opener_s, fallback_s, wait_text_s, partial_s >= 0"
+                "TurnParams: unsure_s, opener_s, fallback_s, wait_text_s, partial_s, "
+                "pace_max_s, pace_margin_s >= 0"
             )
         if not 0 < self.max_audio_s <= 8:
             raise ConfigError("TurnParams.max_audio_s must be in (0, 8]")
@@ -163,6 +177,8 @@ class TurnStage(Stage):
         "_heard_ts",
         "_hold_from",
         "_loud_until",
+        "_pace",
+        "_pace_prev",
         "_plan",
         "_pool",
         "_prob",
@@ -216,6 +232,9 @@ class TurnStage(Stage):
         self._loud_until = 0.0  # media time until which the caller counts as audible
         self._hold_from = math.inf  # media time an end was first put off: the caller audible
         self._timer: asyncio.TimerHandle | None = None
+        # the longest pause the caller went on speaking after, in this turn and the one before
+        self._pace = 0.0
+        self._pace_prev = 0.0
         self.closed = False
         #: (reason, speech_end, confidence, media time of the decision) of every turn end
         self.ends: list[tuple[str, float, float | None, float]] = []
@@ -301,6 +320,8 @@ class TurnStage(Stage):
         if self._state == _IDLE:
             self._turn_start = ts
             self._texts = []
+        elif self._state == _PAUSED:
+            self._pace = max(self._pace, ts - self._stop_ts)  # went on after this pause
         self._state = _SPEAKING
         self._gen += 1
         self._prob = None
@@ -388,12 +409,24 @@ class TurnStage(Stage):
                 return
         prob = None if self._requested else self._prob
         text = self._text()
-        chosen = self._plan = plan(prob, text, p, self._entry_of(text))
+        pace = self.pace_s
+        if now >= self._stop_ts + pace:
+            pace = 0.0  # already waited: not what decides this end
+        chosen = self._plan = plan(prob, text, p, self._entry_of(text), pace)
         end = self._stop_ts + chosen.wait_s
         if now >= end:
             self._end_or_hold(chosen)
         else:
             self._arm(end)
+
+    @property
+    def pace_s(self) -> float:
+        """The least wait this caller's own mid-turn pauses ask for (0 when none)."""
+        p = self.params
+        paused = max(self._pace, self._pace_prev)
+        if p.pace_max_s <= 0 or paused <= 0:
+            return 0.0
+        return min(p.pace_max_s, paused + p.pace_margin_s)
 
     def _entry_of(self, text: str | None) -> bool | None:
         """The dialogue's word on the words so far (see :func:`plan`); None without a hook."""
@@ -465,6 +498,7 @@ class TurnStage(Stage):
         self._cancel_timer()
         self._turn_start = math.nan
         self._texts = []
+        self._pace_prev, self._pace = self._pace, 0.0
         self.ends.append((reason, self._stop_ts, confidence, self._end_ts))
         call = self.call
         if call is not None and not call.closed:
