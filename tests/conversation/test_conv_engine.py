@@ -17,6 +17,7 @@ from harken.conversation import (
     Say,
     State,
 )
+from harken.conversation.policy import BargeIn
 from harken.frames import (
     AgentStartedSpeakingFrame,
     AgentStoppedSpeakingFrame,
@@ -216,6 +217,14 @@ async def test_backchannel_does_not_interrupt_however_long() -> None:
     assert call.generation == gen and engine.state is State.AGENT_SPEAKING
     assert engine.backchannels == 1 and engine.interruptions == 0
     call.cancel()
+
+
+def test_hums_are_backchannels_however_they_are_spelt() -> None:
+    """tiny.en on 8 kHz writes a caller's "Mm-hmm." as "MMMM." and "Mhm." as "M-H-M."."""
+    for text in ("MMMM.", "M-H-M.", "Mmhmm, okay.", "Hmmm.", "Uhh, uh-huh.", "mm hm"):
+        assert BargeIn.only_backchannel(text), text
+    for text in ("Huh?", "Hm, stop.", "Mum.", "Ohm.", "Mm-hmm, Thursday."):
+        assert not BargeIn.only_backchannel(text), text
 
 
 async def test_short_speech_over_the_agent_waits_for_its_words() -> None:

@@ -16,7 +16,7 @@ on the transcript of the whole candidate, which the STT sends as soon as the spe
 word that is not a backchannel ("Stop.", "Thursday.") interrupts; backchannel words or nothing
 (no transcript within ``barge_words_s``) leave the agent talking. Words are
 compared lower-cased without punctuation; multi-word backchannels ("mm hmm", "i see") count as
-one.
+one, and a hum counts however the STT spells it ("MMMM.", "M-H-M.", "Uhh.").
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ BACKCHANNELS: Final = (
 )  # fmt: skip
 
 _WORD = re.compile(r"[a-z0-9']+(?:-[a-z0-9']+)*")
+#: a hum however it is spelt: only m and h with an m ("mmmm", "m-h-m", "mmhmm", "hmmm"), or
+#: u and h from a "u" ("uhh", "uh-huh", "uhuh"; not "huh", which asks "what?"). The STT writes
+#: a synthetic "Mm-hmm." as "MMMM." and a "Mhm." as "M-H-M." (measured, tiny.en on 8 kHz).
+_HUM = re.compile(r"[mh]*m[mh]*|u[uh]*h")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +120,9 @@ def _content_words(text: str, phrases: list[tuple[str, ...]]) -> list[str]:
     out: list[str] = []
     i = 0
     while i < len(words):
+        if _HUM.fullmatch(words[i].replace("-", "")):
+            i += 1
+            continue
         for phrase in phrases:
             n = len(phrase)
             if tuple(words[i : i + n]) == phrase:
