@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import numpy as np
 import pytest
@@ -37,6 +37,7 @@ from harken.speech.tts import (
     piper_available,
 )
 from harken.speech.tts import piper as piper_mod
+from harken.speech.tts.base import TtsStream, WordTiming
 
 needs_piper = pytest.mark.skipif(not piper_available(), reason="the piper extra is not installed")
 
@@ -120,6 +121,11 @@ async def test_one_clause_is_started_audio_stopped_at_the_transport_rate(
     # the streamed, per-utterance resampling has the shape of a one-shot conversion of the same
     # text (espeak-ng varies by a few samples from run to run: compare 20 ms energy envelopes)
     want = np.frombuffer(resample(reference, 22050, rate), np.int16).astype(np.float64)
+    # ...less the silence before its first sound, which the service drops but for 5 ms
+    assert 0 < np.flatnonzero(np.abs(got) > 30)[0] <= rate * 0.005
+    lead = np.flatnonzero(np.abs(want) > 30)[0] - int(rate * 0.005)
+    assert lead > 0  # espeak-ng starts with silence: there was something to drop
+    want = want[lead:]
     assert abs(len(got) - len(want)) < rate * 0.03
     step = rate // 50
     n = min(len(got), len(want)) // step
@@ -177,6 +183,49 @@ async def test_clauses_of_one_reply_are_one_utterance(espeak: EspeakEngine) -> N
     # the transport's report is remembered and used by default
     run.service.on_system(AgentStoppedSpeakingFrame(utterance_id=1, played_s=help_word.end_s))
     assert run.service.heard_text(1) == "Sure, I can help"
+
+
+class _Silent(TtsEngine):
+    """Each clause: ``lead_s`` of digital silence, 0.5 s of tone, 0.1 s of silence; one word
+    timed at the tone."""
+
+    sample_rate = 8000
+
+    def __init__(self, lead_s: float) -> None:
+        self.lead = int(lead_s * 8000)
+
+    async def generate(self, text: str, stream: TtsStream) -> AsyncIterator[bytes]:
+        tone = (np.sin(np.arange(4000) * 0.3) * 8000).astype(np.int16)
+        pcm = np.concatenate([np.zeros(self.lead, np.int16), tone, np.zeros(800, np.int16)])
+        stream.words.append(
+            WordTiming(text, self.lead / 8000, self.lead / 8000 + 0.5, 0, len(text))
+        )
+        for i in range(0, len(pcm), 160):
+            yield pcm[i : i + 160].tobytes()
+
+
+@pytest.mark.parametrize(("lead_s", "dropped_s"), [(0.08, 0.075), (0.5, 0.3), (0.0, 0.0)])
+async def test_the_silence_before_an_utterance_is_dropped(lead_s: float, dropped_s: float) -> None:
+    """The caller hears the reply as soon as it makes a sound: the engine's leading silence
+    goes (5 ms kept, 0.3 s at most), the pause before a later clause stays, and the words move
+    back with the audio."""
+    async with Run(_Silent(lead_s), 8000) as run:
+        run.feed(LLMResponseStartFrame(), TextFrame("One."), TextFrame("Two."))
+        run.feed(LLMResponseEndFrame())
+        await run.until(lambda: run.count(TTSStoppedFrame) == 1)
+    got = np.frombuffer(b"".join(f.pcm for f in run.audio()), np.int16)
+    loud = np.flatnonzero(np.abs(got) > 30)
+    assert loud[0] / 8000 == pytest.approx(lead_s - dropped_s, abs=0.002)
+    clause_s = lead_s + 0.6
+    assert len(got) / 8000 == pytest.approx(2 * clause_s - dropped_s, abs=0.005)
+    # the second clause keeps its leading silence: its tone starts after the first one's gap
+    second = loud[int(np.argmax(np.diff(loud) > 400)) + 1] / 8000
+    assert second == pytest.approx(clause_s - dropped_s + lead_s, abs=0.002)
+    rec = run.service.record(1)
+    assert rec is not None
+    one, two = rec.words
+    assert one.start_s == pytest.approx(loud[0] / 8000, abs=0.003)
+    assert two.start_s == pytest.approx(second, abs=0.003)
 
 
 async def test_group_replies_off_makes_every_clause_an_utterance(espeak: EspeakEngine) -> None:

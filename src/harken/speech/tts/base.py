@@ -81,7 +81,9 @@ class WordTiming:
         """The same word, later by ``seconds`` and ``chars`` (placing a clause in an utterance)."""
         cs = self.char_start + chars if self.char_start >= 0 else -1
         ce = self.char_end + chars if self.char_end >= 0 else -1
-        return WordTiming(self.word, self.start_s + seconds, self.end_s + seconds, cs, ce)
+        # never before the utterance's first sample (its leading silence may have been dropped)
+        start, end = max(0.0, self.start_s + seconds), max(0.0, self.end_s + seconds)
+        return WordTiming(self.word, start, end, cs, ce)
 
 
 def word_spans(text: str) -> list[tuple[str, int, int]]:

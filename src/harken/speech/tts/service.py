@@ -18,7 +18,11 @@ own. ``EndFrame`` and ``HangupFrame`` close an open utterance first. Per utteran
 :class:`~harken.audio.Resampler` per utterance, from the engine's rate to ``StartFrame
 .sample_rate_out``) and cut into ``frame_ms`` frames (20 ms by default) that go downstream as soon
 as they exist; the resampler is drained at the end of each clause so no clause waits for the
-next one.
+next one. The silence an engine puts before an utterance's first sound (Piper: 35-55 ms of
+near-digital silence, then the resampler's ramp) is dropped, keeping ``_LEAD_KEEP_S`` before
+the first sample above ``_LEAD_AMP`` (about -61 dBFS) and dropping at most ``_LEAD_MAX_S``: the
+caller hears the reply that much sooner. The first clause's word times move back by what was
+dropped; the pauses between clauses are kept.
 
 **What was heard.** Every utterance keeps an :class:`UtteranceRecord`: its text, every word's
 character span and its time in the utterance's audio (real timings where the engine gives them,
@@ -37,6 +41,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
+
+import numpy as np
 
 from harken.audio import Rechunker, Resampler
 from harken.errors import ConfigError
@@ -62,6 +68,9 @@ __all__ = ["TtsService", "UtteranceRecord"]
 log = logging.getLogger("harken.speech.tts")
 
 _NOMINAL_CPS: Final = 14.0  # characters per second of speech, for clauses cut off mid-synthesis
+_LEAD_AMP: Final = 30  # a sample above this (about -61 dBFS) is the utterance's first sound
+_LEAD_KEEP_S: Final = 0.005  # kept before it
+_LEAD_MAX_S: Final = 0.3  # never drop more than this (a deliberate opening pause stays)
 
 
 @dataclass(slots=True)
@@ -114,7 +123,18 @@ class UtteranceRecord:
 class _Utterance:
     """Streaming state of the utterance being synthesised (resampler, rechunker)."""
 
-    __slots__ = ("pending", "rechunker", "record", "resampler", "started", "step")
+    __slots__ = (
+        "lead",
+        "lead_max",
+        "pending",
+        "quiet",
+        "rechunker",
+        "record",
+        "resampler",
+        "started",
+        "step",
+        "trimmed",
+    )
 
     def __init__(
         self, record: UtteranceRecord, resampler: Resampler, frame_ms: int, in_rate: int
@@ -128,6 +148,29 @@ class _Utterance:
         # machine) and hold back the first frame until the last one is converted
         self.step = max(2, in_rate * frame_ms // 1000 * 2)
         self.pending = bytearray()
+        self.lead = True  # no sound yet: leading silence is dropped
+        self.lead_max = int(_LEAD_MAX_S * record.sample_rate)
+        self.trimmed = 0  # output samples of leading silence dropped
+        self.quiet = b""  # the last _LEAD_KEEP_S of it, kept in case the sound starts next
+
+    def _sound(self, pcm: bytes) -> bytes:
+        """``pcm`` (output rate) without the utterance's leading silence (see the module doc)."""
+        if not self.lead or not pcm:
+            return pcm
+        x = np.frombuffer(pcm, np.int16)
+        loud = np.flatnonzero(np.abs(x.astype(np.int32)) > _LEAD_AMP)
+        first = int(loud[0]) if len(loud) else len(x)
+        quiet = self.quiet + pcm[: 2 * first]  # the silence so far, at most _LEAD_KEEP_S held
+        keep = 2 * int(_LEAD_KEEP_S * self.record.sample_rate)
+        if len(loud) == 0 and self.trimmed + len(quiet) // 2 <= self.lead_max + keep // 2:
+            self.trimmed += max(0, len(quiet) - keep) // 2
+            self.quiet = quiet[-keep:] if keep else b""
+            return b""
+        self.lead = False
+        self.quiet = b""
+        drop = min(max(0, len(quiet) - keep) // 2, self.lead_max - self.trimmed)
+        self.trimmed += drop
+        return (quiet + pcm[2 * first :])[2 * drop :]
 
     def convert(self, pcm: bytes) -> Iterator[bytes]:
         """Output frames for engine audio ``pcm``, as each input frame is converted."""
@@ -139,7 +182,9 @@ class _Utterance:
         view = memoryview(buf)
         try:
             for i in range(0, n, step):
-                yield from self.rechunker.push(self.resampler.process(view[i : i + step]))
+                yield from self.rechunker.push(
+                    self._sound(self.resampler.process(view[i : i + step]))
+                )
         finally:
             view.release()
             del buf[:n]
@@ -148,7 +193,9 @@ class _Utterance:
         """The end of a clause: everything still held, the last frame possibly short."""
         rest = bytes(self.pending)
         self.pending.clear()
-        yield from self.rechunker.push(self.resampler.process(rest) + self.resampler.flush())
+        yield from self.rechunker.push(
+            self._sound(self.resampler.process(rest) + self.resampler.flush())
+        )
         tail = self.rechunker.flush(pad=False)
         if tail:
             yield tail
@@ -320,6 +367,7 @@ class TtsService(ServiceStage):
             utt.started = asyncio.get_running_loop().time()
         stream = self.engine.stream(clause)
         complete = False
+        trimmed = utt.trimmed
         try:
             async with contextlib.aclosing(stream):
                 async for pcm in stream:
@@ -332,6 +380,7 @@ class TtsService(ServiceStage):
             if not complete:
                 utt.reset()
             delay = utt.resampler.delay_s  # the filter delays the audio, so the words too
+            delay -= (utt.trimmed - trimmed) / rec.sample_rate  # leading silence dropped
             self._note_words(rec, stream, clause, char_offset, clause_start + delay, complete)
 
     def _audio(self, utt: _Utterance, pcm: bytes) -> None:
