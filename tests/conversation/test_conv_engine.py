@@ -490,3 +490,32 @@ async def test_caller_sound_holds_the_agent_before_the_vad_confirms() -> None:
     assert len(rec.of(PausePlaybackFrame)) == 2 and len(rec.of(ResumePlaybackFrame)) == 1
     assert engine.barge.active and engine.holds.stats["released"] == 1
     call.cancel()
+
+
+async def test_the_energy_hold_stays_while_the_caller_still_sounds() -> None:
+    """The VAD's start comes ~0.35 s after the onset, about when the energy hold runs out:
+    letting go then played a blip of the agent into "Actually, | is there parking?"."""
+    settings = EngineSettings(early_hold_ms=60, early_hold_s=0.1)
+    call, engine, rec = await make(ScriptedBrain(), settings)
+    call.system(AgentStartedSpeakingFrame(utterance_id=1))
+    feed_audio(call, 2.0, 0.06)
+    assert len(rec.of(PausePlaybackFrame)) == 1
+    for k in range(6):  # the caller sounds on past early_hold_s
+        await asyncio.sleep(0.03)
+        feed_audio(call, 2.06 + 0.02 * k, 0.02)
+    assert not rec.of(ResumePlaybackFrame)
+    call.system(UserStartedSpeakingFrame(timestamp=2.0))  # the VAD confirms: still held
+    await asyncio.sleep(0.2)
+    assert not rec.of(ResumePlaybackFrame) and engine.barge.active
+    assert engine.holds.stats == {"held": 1, "released": 0}
+    call.cancel()
+    # a sound that goes on and never becomes speech is let go after early_max_s
+    call, engine, rec = await make(ScriptedBrain(), settings)
+    engine.holds.early_max_s = 0.2
+    call.system(AgentStartedSpeakingFrame(utterance_id=1))
+    feed_audio(call, 2.0, 0.06)
+    for k in range(15):
+        await asyncio.sleep(0.03)
+        feed_audio(call, 2.06 + 0.02 * k, 0.02)
+    assert len(rec.of(ResumePlaybackFrame)) == 1 and engine.holds.stats["released"] == 1
+    call.cancel()

@@ -6,7 +6,10 @@
 barge-in is measured by (the caller's onset, the moment the audio was held), and the **energy
 hold**: caller sound above ``early_dbfs`` for ``early_ms`` over the agent holds the audio before
 the VAD's start (which needs 160 ms of speech), and lets go after ``early_s`` unless the VAD
-confirms speech by then (a cough, a door: the agent goes on after a short gap).
+confirms speech by then (a cough, a door: the agent goes on after a short gap). While the caller
+still sounds at that moment it looks again every 40 ms, up to ``early_max_s`` after the hold:
+the VAD's start comes ~0.35 s after the onset, about when ``early_s`` runs out, and letting go
+just before it played a blip of the agent into the caller's sentence.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class PlaybackHold:
         "_loud_s",
         "_send",
         "early_dbfs",
+        "early_max_s",
         "early_ms",
         "early_s",
         "enabled",
@@ -47,12 +51,14 @@ class PlaybackHold:
         early_ms: float = 60.0,
         early_dbfs: float = -40.0,
         early_s: float = 0.3,
+        early_max_s: float = 1.0,
     ) -> None:
         self._send = send  # delivers a system frame to the call; False when it has closed
         self.enabled = enabled
         self.early_ms = early_ms
         self.early_dbfs = early_dbfs
         self.early_s = early_s
+        self.early_max_s = early_max_s
         self.held = False
         self.t_onset: float | None = None  # perf_counter of the caller's onset
         self.t_held: float | None = None  # perf_counter when the audio was held
@@ -114,8 +120,14 @@ class PlaybackHold:
         return time.perf_counter() - self.t_loud < within_s
 
     def _early_release(self) -> None:
-        """The VAD never confirmed speech: a noise, not the caller. The agent goes on."""
+        """The VAD has not confirmed speech: a noise, not the caller, unless it is still
+        sounding (then look again shortly, up to ``early_max_s``). The agent goes on."""
         self._early_timer = None
+        held_s = time.perf_counter() - (self.t_held or 0.0)
+        if self.held and self.audible() and held_s < self.early_max_s:
+            loop = asyncio.get_running_loop()
+            self._early_timer = loop.call_later(0.04, self._early_release)
+            return
         self.stats["released"] += 1
         self.release()
 
