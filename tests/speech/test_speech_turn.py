@@ -19,6 +19,8 @@ import pytest
 from harken.bench import speech_data as sd
 from harken.errors import ConfigError
 from harken.frames import (
+    AgentStartedSpeakingFrame,
+    AgentStoppedSpeakingFrame,
     AudioFrame,
     StartFrame,
     TranscriptFrame,
@@ -538,6 +540,42 @@ async def test_a_caller_who_pauses_mid_turn_gets_that_pause_at_the_ends_that_fol
     call, stage, recorder, pool = await _turn_call(TurnParams(silence_s=3.0, pace_max_s=0.0))
     assert turn(0.64, "Tuesday at six pm.")[0] == 0.3
     call.cancel()
+
+
+async def test_a_caller_who_went_on_after_the_turn_ended_is_given_that_pause() -> None:
+    """ "I'd like to book" misheard as "I'd like to vote." ends the turn; the caller goes on
+    0.64 s after their speech (0.24 s into the agent's reply, too soon to be a reply to it):
+    the next turn ends only after that pause. Speech that comes when the caller could have
+    heard the reply, or after a turn that ended over the agent, teaches nothing."""
+
+    async def went_on(after_agent: float, over_agent: bool = False) -> float:
+        call, stage, _recorder, pool = await _turn_call(TurnParams(silence_s=3.0))
+        if over_agent:
+            call.system(AgentStartedSpeakingFrame(utterance_id=1))
+        call.system(UserStartedSpeakingFrame(timestamp=0.2))
+        _audio(call, 0.0, 1.5)
+        call.system(UserStoppedSpeakingFrame(timestamp=1.2))
+        pool.answer(0.95)  # ended at 1.5
+        assert len(stage.ends) == 1
+        if not over_agent:
+            _audio(call, 1.5, 1.6)
+            call.system(AgentStartedSpeakingFrame(utterance_id=1))  # the reply, at 1.6
+        _audio(call, 1.6, 1.6 + after_agent)
+        call.system(UserStartedSpeakingFrame(timestamp=1.6 + after_agent))  # the caller
+        _audio(call, 1.6 + after_agent, 3.0)
+        call.system(AgentStoppedSpeakingFrame(utterance_id=1))  # cut off by the caller
+        call.system(UserStoppedSpeakingFrame(timestamp=3.0))
+        pool.answer(0.95)
+        n = 0
+        while len(stage.ends) == 1:
+            _audio(call, round(3.0 + 0.02 * n, 6), round(3.02 + 0.02 * n, 6))
+            n += 1
+        call.cancel()
+        return round(stage.ends[-1][3] - 3.0, 2)
+
+    assert await went_on(0.24) == round(0.64 + TurnParams().pace_margin_s, 2)
+    assert await went_on(0.5) == 0.0  # the reply was audible for 0.5 s: a reply to it
+    assert await went_on(0.24, over_agent=True) == 0.0  # a backchannel before, not a pause
 
 
 def stop_of(stage: TurnStage) -> float:

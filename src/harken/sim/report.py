@@ -173,6 +173,8 @@ def call_json(call: CallResult) -> dict[str, Any]:
         "barge_ins": [asdict(b) for b in call.metrics.barge_ins],
         "backchannels": [asdict(b) for b in call.metrics.backchannels],
         "clears_ms": [rel(c) for c in call.audio.clears],
+        # the agent's voiced audio as the caller heard it (the spans the measures start from)
+        "agent_voiced_ms": [[rel(v.start), rel(v.end)] for v in call.audio.voiced],
         "agent": [
             {"start_ms": rel(r.span.start), "end_ms": rel(r.span.end), "text": r.text}
             for r in call.replies

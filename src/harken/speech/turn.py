@@ -51,6 +51,8 @@ import numpy.typing as npt
 from harken.audio.level import rms_dbfs
 from harken.errors import ConfigError
 from harken.frames import (
+    AgentStartedSpeakingFrame,
+    AgentStoppedSpeakingFrame,
     AudioFrame,
     CancelFrame,
     Frame,
@@ -161,15 +163,20 @@ class TurnParams:
 
 
 _IDLE, _SPEAKING, _PAUSED = 0, 1, 2
+#: nobody starts to speak *in reply* to the agent sooner than this after its first sound
+_REACTION_S = 0.3
 
 
 class TurnStage(Stage):
     """Inline end-of-turn detection; broadcasts :class:`UserTurnEndFrame`."""
 
     __slots__ = (
+        "_agent_on",
+        "_agent_ts",
         "_buf",
         "_check_ts",
         "_end_ts",
+        "_ended_over_agent",
         "_entry",
         "_entry_memo",
         "_fill",
@@ -235,6 +242,9 @@ class TurnStage(Stage):
         # the longest pause the caller went on speaking after, in this turn and the one before
         self._pace = 0.0
         self._pace_prev = 0.0
+        self._agent_ts = -math.inf  # caller media time when the agent last started speaking
+        self._agent_on = False  # the agent is speaking
+        self._ended_over_agent = False  # the last turn ended while the agent spoke
         self.closed = False
         #: (reason, speech_end, confidence, media time of the decision) of every turn end
         self.ends: list[tuple[str, float, float | None, float]] = []
@@ -257,6 +267,11 @@ class TurnStage(Stage):
             self._speech_started(frame.timestamp)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             self._speech_stopped(frame.timestamp)
+        elif isinstance(frame, AgentStartedSpeakingFrame):
+            self._agent_ts = self._end_ts  # the caller's media time as the reply goes out
+            self._agent_on = True
+        elif isinstance(frame, AgentStoppedSpeakingFrame):
+            self._agent_on = False
         elif isinstance(frame, CancelFrame):
             self._close()
 
@@ -320,6 +335,7 @@ class TurnStage(Stage):
         if self._state == _IDLE:
             self._turn_start = ts
             self._texts = []
+            self._went_on(ts)
         elif self._state == _PAUSED:
             self._pace = max(self._pace, ts - self._stop_ts)  # went on after this pause
         self._state = _SPEAKING
@@ -419,6 +435,20 @@ class TurnStage(Stage):
         else:
             self._arm(end)
 
+    def _went_on(self, ts: float) -> None:
+        """A new turn starting at ``ts``: if the caller only went on after a pause the last
+        turn ended in (before any reply, or before anyone could react to it), that pause is
+        this caller's pace too: "I'd like to vote." ended the turn (a misheard "book"), and
+        "... a table for four" came 0.64 s after it, 0.24 s into the agent's "Sorry"."""
+        if not self.ends or self._ended_over_agent:
+            return  # (a backchannel or a barge-in over the agent: not a pause before a reply)
+        last = self.ends[-1][1]  # where the speech of the last turn ended
+        gap = ts - last
+        if not 0 < gap <= self.params.pace_max_s:
+            return
+        if self._agent_ts <= last or ts - self._agent_ts < _REACTION_S:
+            self._pace = max(self._pace, gap)
+
     @property
     def pace_s(self) -> float:
         """The least wait this caller's own mid-turn pauses ask for (0 when none)."""
@@ -499,6 +529,7 @@ class TurnStage(Stage):
         self._turn_start = math.nan
         self._texts = []
         self._pace_prev, self._pace = self._pace, 0.0
+        self._ended_over_agent = self._agent_on
         self.ends.append((reason, self._stop_ts, confidence, self._end_ts))
         call = self.call
         if call is not None and not call.closed:
