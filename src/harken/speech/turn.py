@@ -163,8 +163,9 @@ class TurnParams:
 
 
 _IDLE, _SPEAKING, _PAUSED = 0, 1, 2
-#: nobody starts to speak *in reply* to the agent sooner than this after its first sound
-_REACTION_S = 0.3
+#: nobody starts to speak *in reply* to the agent sooner than this after its first sound (a
+#: word to hear, ~0.2 s to react); a caller who starts sooner was going on anyway
+_REACTION_S = 0.5
 
 
 class TurnStage(Stage):
@@ -439,7 +440,7 @@ class TurnStage(Stage):
         """A new turn starting at ``ts``: if the caller only went on after a pause the last
         turn ended in (before any reply, or before anyone could react to it), that pause is
         this caller's pace too: "I'd like to vote." ended the turn (a misheard "book"), and
-        "... a table for four" came 0.64 s after it, 0.24 s into the agent's "Sorry"."""
+        "... a table for four" came 0.64 s after it, 0.28 s into the agent's "Sorry"."""
         if not self.ends or self._ended_over_agent:
             return  # (a backchannel or a barge-in over the agent: not a pause before a reply)
         last = self.ends[-1][1]  # where the speech of the last turn ended
