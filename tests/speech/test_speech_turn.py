@@ -527,9 +527,9 @@ async def test_a_caller_who_pauses_mid_turn_gets_that_pause_at_the_ends_that_fol
     assert stage.pace_s == 0.0
     assert turn(None, "For three.") == (0.3, [("model", 1.2, 0.95)])  # fluent: at once
     wait, end = turn(0.64, "Tuesday at six pm.")  # paused, went on, then stopped
-    assert wait == 0.68 and end[0][0] == "pace"
-    assert stage.pace_s == pytest.approx(0.68)
-    assert turn(None, "At seven.")[0] == 0.68  # the turn after: still this caller's pace
+    assert wait == 0.72 and end[0][0] == "pace"
+    assert stage.pace_s == pytest.approx(0.64 * 1.05 + 0.04)
+    assert turn(None, "At seven.")[0] == 0.72  # the turn after: still this caller's pace
     assert turn(None, "Is there parking?")[0] == 0.3  # a question is whole: at once
     assert turn(None, "Maria Garcia.") == (0.3, [("model", stop_of(stage), 0.95)])
     assert stage.pace_s == 0.0
@@ -573,9 +573,9 @@ async def test_a_caller_who_went_on_after_the_turn_ended_is_given_that_pause() -
         call.cancel()
         return round(stage.ends[-1][3] - 3.0, 2)
 
-    margin = TurnParams().pace_margin_s  # (decided at the end of a 20 ms frame)
-    assert await went_on(0.24) == pytest.approx(0.64 + margin, abs=0.02)
-    assert await went_on(0.45) == pytest.approx(0.85 + margin, abs=0.02)
+    p = TurnParams()  # (decided at the end of a 20 ms frame)
+    assert await went_on(0.24) == pytest.approx(0.64 * p.pace_ratio + p.pace_margin_s, abs=0.02)
+    assert await went_on(0.45) == pytest.approx(0.85 * p.pace_ratio + p.pace_margin_s, abs=0.02)
     assert await went_on(0.6) == 0.0  # the reply was audible for 0.6 s: a reply to it
     assert await went_on(0.24, over_agent=True) == 0.0  # a backchannel before, not a pause
 
