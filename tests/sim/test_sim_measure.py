@@ -94,6 +94,18 @@ def test_agent_between_words_at_the_onset_stops_at_zero() -> None:
     assert b.stop_played_ms == 0.0 and b.stop_arrival_ms == 0.0
 
 
+def test_the_cut_off_reply_going_on_before_it_stops_is_no_cut_in() -> None:
+    """The caller barges in 30 ms before the agent's next word (after a 340 ms pause of the
+    reply's own): that word is the reply being cut off, heard until the hold (110 ms), not the
+    agent cutting in (the suite's `bargein-address` "cut-offs" of 2026-11-22)."""
+    a = audio([(0.0, 2.7), (3.03, 3.11), (5.0, 6.0)], [(0.0, 3.11), (5.0, 6.0)], [3.5])
+    m = analyse([CallerAct("barge_in", 1, "actually, is there parking?", 3.0, 4.6)], a, 9.0)
+    (b,) = m.barge_ins
+    assert b.held_ms == 110.0
+    (t,) = m.turns
+    assert not t.false_cutoff and t.latency_ms == 400.0
+
+
 def test_barge_in_without_clear_is_missed_and_over_silence_not_applicable() -> None:
     (b,) = analyse([CallerAct("barge_in", 1, "stop", 3.0, 3.5)], audio([(0, 8)]), 9).barge_ins
     assert b.applicable and not b.interrupted and b.stop_played_ms is None

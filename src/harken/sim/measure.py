@@ -160,11 +160,20 @@ def _first_at_or_after(values: Sequence[float], t: float) -> float | None:
 
 
 def _turn(
-    act: CallerAct, onsets: list[float], blist: list[Span], arrivals: list[float], until: float
+    act: CallerAct,
+    onsets: list[float],
+    blist: list[Span],
+    arrivals: list[float],
+    until: float,
+    quiet: float | None = None,
 ) -> TurnResult:
+    """``quiet``: for a barge-in, when the agent first went quiet after the caller's onset.
+    Until then the agent is still saying the reply it was cut off in (a word after a pause of
+    its own is not a new onset: that is the barge-in's stop latency, measured apart)."""
     res = TurnResult(act.step, act.kind, act.text, None)
     if act.kind in ("say", "barge_in"):
-        inside = [t for t in onsets if act.onset + _EDGE_S < t < act.end - _EDGE_S]
+        first = max(act.onset, quiet or act.onset) + _EDGE_S
+        inside = [t for t in onsets if first < t < act.end - _EDGE_S]
         if inside:
             res.false_cutoff = True
             res.cutoff_in_pause = any(p.start <= t <= p.end for t in inside for p in act.pauses)
@@ -230,10 +239,14 @@ def analyse(acts: Sequence[CallerAct], audio: AgentAudio, call_end: float) -> Ca
     out = CallMetrics()
     for i, act in enumerate(ordered):
         until = ordered[i + 1].onset if i + 1 < len(ordered) else call_end
-        if act.kind == "say" or (act.kind in ("dtmf", "barge_in") and act.reply):
-            out.turns.append(_turn(act, onsets, blist, audio.arrivals, until))
+        quiet = None
         if act.kind == "barge_in":
-            out.barge_ins.append(_barge_in(act, audio))
-        elif act.kind == "backchannel":
+            barge = _barge_in(act, audio)
+            out.barge_ins.append(barge)
+            if barge.held_ms is not None:
+                quiet = act.onset + barge.held_ms / 1000.0
+        if act.kind == "say" or (act.kind in ("dtmf", "barge_in") and act.reply):
+            out.turns.append(_turn(act, onsets, blist, audio.arrivals, until, quiet))
+        if act.kind == "backchannel":
             out.backchannels.append(_backchannel(act, audio, until))
     return out
