@@ -172,8 +172,8 @@ def _turn(
     its own is not a new onset: that is the barge-in's stop latency, measured apart)."""
     res = TurnResult(act.step, act.kind, act.text, None)
     if act.kind in ("say", "barge_in"):
-        first = max(act.onset, quiet or act.onset) + _EDGE_S
-        inside = [t for t in onsets if first < t < act.end - _EDGE_S]
+        since = max(act.onset, quiet or act.onset) + _EDGE_S
+        inside = [t for t in onsets if since < t < act.end - _EDGE_S]
         if inside:
             res.false_cutoff = True
             res.cutoff_in_pause = any(p.start <= t <= p.end for t in inside for p in act.pauses)
