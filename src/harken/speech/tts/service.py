@@ -124,6 +124,7 @@ class _Utterance:
     """Streaming state of the utterance being synthesised (resampler, rechunker)."""
 
     __slots__ = (
+        "keep",
         "lead",
         "lead_max",
         "pending",
@@ -152,25 +153,26 @@ class _Utterance:
         self.lead_max = int(_LEAD_MAX_S * record.sample_rate)
         self.trimmed = 0  # output samples of leading silence dropped
         self.quiet = b""  # the last _LEAD_KEEP_S of it, kept in case the sound starts next
+        self.keep = 2 * int(_LEAD_KEEP_S * record.sample_rate)  # bytes of silence kept before it
 
     def _sound(self, pcm: bytes) -> bytes:
         """``pcm`` (output rate) without the utterance's leading silence (see the module doc)."""
         if not self.lead or not pcm:
             return pcm
-        x = np.frombuffer(pcm, np.int16)
-        loud = np.flatnonzero(np.abs(x.astype(np.int32)) > _LEAD_AMP)
-        first = int(loud[0]) if len(loud) else len(x)
-        quiet = self.quiet + pcm[: 2 * first]  # the silence so far, at most _LEAD_KEEP_S held
-        keep = 2 * int(_LEAD_KEEP_S * self.record.sample_rate)
-        if len(loud) == 0 and self.trimmed + len(quiet) // 2 <= self.lead_max + keep // 2:
-            self.trimmed += max(0, len(quiet) - keep) // 2
-            self.quiet = quiet[-keep:] if keep else b""
+        buf = self.quiet + pcm  # the silence held back so far, then the new audio
+        loud = np.flatnonzero(np.abs(np.frombuffer(buf, np.int16).astype(np.int32)) > _LEAD_AMP)
+        silent = 2 * int(loud[0]) if len(loud) else len(buf)  # bytes of silence at its head
+        drop = max(0, silent - self.keep)  # bytes
+        room = 2 * (self.lead_max - self.trimmed)
+        if len(loud) == 0 and drop <= room:
+            self.trimmed += drop // 2
+            self.quiet = buf[drop:]  # at most _LEAD_KEEP_S, in case the sound starts next
             return b""
         self.lead = False
         self.quiet = b""
-        drop = min(max(0, len(quiet) - keep) // 2, self.lead_max - self.trimmed)
-        self.trimmed += drop
-        return (quiet + pcm[2 * first :])[2 * drop :]
+        drop = min(drop, room)
+        self.trimmed += drop // 2
+        return buf[drop:]
 
     def convert(self, pcm: bytes) -> Iterator[bytes]:
         """Output frames for engine audio ``pcm``, as each input frame is converted."""
