@@ -172,7 +172,7 @@ def _turn(
     its own is not a new onset: that is the barge-in's stop latency, measured apart)."""
     res = TurnResult(act.step, act.kind, act.text, None)
     if act.kind in ("say", "barge_in"):
-        since = max(act.onset, quiet or act.onset) + _EDGE_S
+        since = (act.onset if quiet is None else quiet) + _EDGE_S  # quiet >= onset
         inside = [t for t in onsets if since < t < act.end - _EDGE_S]
         if inside:
             res.false_cutoff = True
