@@ -39,10 +39,10 @@ wondering if I could book a table ... for three people". Nothing in the fragment
 coming; the caller's own habit does. :class:`~harken.speech.turn.TurnStage` keeps the longest
 pause after which this caller went on speaking in the same turn (this turn and the one
 before; a pause the turn ended in counts too when the caller went on before anyone could
-answer the reply), and ``pace_s`` (that pause plus a frame or two, at most ``pace_max_s``) is
-the least wait of every end but a question or a farewell, reason ``pace``. A caller who never
-pauses mid-turn never waits it; a hesitant caller's answer comes that much later, as a
-person's would.
+answer the reply), and ``pace_s`` (that pause times ``pace_ratio``, 1.05, plus
+``pace_margin_s``, 40 ms, at most ``pace_max_s``) is the least wait of every end but a
+question or a farewell, reason ``pace``. A caller who never pauses mid-turn never waits it; a
+hesitant caller's answer comes that much later, as a person's would.
 
 **Openers.** A turn whose whole text is one or two words that people very often say *before*
 the rest of a sentence ("okay", "yes", "no", "sorry", "oh", "actually", "wait", "hi", "no
